@@ -1,0 +1,49 @@
+# Two commands do everything on a fresh machine:
+#   make demo   - install, generate the demo plant data, fit, score, evaluate, plot
+#   make test   - install everything the tests need (Kafka jars, Prometheus, C++ test deps), run every test
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+BIN := $(VENV)/bin
+DEMO_DIR ?= demo-out
+TOOLS_DIR ?= .tools
+
+.PHONY: demo test install venv tools ctest pytest lint clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+venv: $(PY)
+
+install: $(PY)
+	$(PIP) install --quiet -e '.[dev]'
+
+demo: install
+	$(BIN)/memae-ts demo-data $(DEMO_DIR)/plant.csv --seed 7
+	$(BIN)/memae-ts fit $(DEMO_DIR)/plant.csv --label-column anomaly -o $(DEMO_DIR)/model --seed 7
+	$(BIN)/memae-ts info $(DEMO_DIR)/model
+	$(BIN)/memae-ts score $(DEMO_DIR)/model $(DEMO_DIR)/plant.csv -o $(DEMO_DIR)/scores.csv
+	$(BIN)/memae-ts evaluate $(DEMO_DIR)/model $(DEMO_DIR)/plant.csv --label-column anomaly
+	$(BIN)/memae-ts plot $(DEMO_DIR)/model $(DEMO_DIR)/plant.csv --label-column anomaly -o $(DEMO_DIR)/plot.png
+	@echo "Demo done: see $(DEMO_DIR)/scores.csv and $(DEMO_DIR)/plot.png"
+
+# Test-only tools (Kafka broker jars from Maven Central, Prometheus from Debian, GoogleTest).
+tools:
+	bash scripts/install-test-tools.sh $(TOOLS_DIR)
+
+ctest: install
+	bash scripts/run-ctest.sh
+
+pytest: install
+	MEMAE_TS_TOOLS=$(abspath $(TOOLS_DIR)) $(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check memae_ts connectors edge tests bench
+
+test: install tools ctest lint pytest
+
+clean:
+	rm -rf build $(DEMO_DIR) .pytest_cache
