@@ -1,0 +1,151 @@
+"""Prometheus metrics of the edge daemon, behind one small class.
+
+Why a class and not module-level globals: tests build it on an isolated
+``CollectorRegistry`` and read samples back, and the processing code calls a few intention-
+revealing methods instead of scattering client calls. Names follow the Prometheus
+conventions: ``memae_ts_`` prefix, base units (``_seconds``), ``_total`` for counters, and
+labels that stay low-cardinality (``asset`` is bounded by the plant, ``reason`` is a closed set,
+``partition`` by the topic). ``sum()`` over any label is meaningful.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from connectors.messages import REASONS
+
+# Latency buckets from 1 ms to 30 s: inference is milliseconds, end to end may include
+# a broker outage.
+_LATENCY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)
+
+
+class EdgeMetrics:
+    """Every series the daemon exports; series that can be pre-created start at 0."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.readings = Counter(
+            "memae_ts_readings", "Reading messages consumed from the input topic.", registry=r
+        )
+        self.readings_in_progress = Gauge(
+            "memae_ts_readings_in_progress",
+            "Readings of the current batch not yet committed.",
+            registry=r,
+        )
+        self.windows_scored = Counter(
+            "memae_ts_windows_scored", "Windows scored (one score record each).", registry=r
+        )
+        self.scores_published = Counter(
+            "memae_ts_scores_published",
+            "Score records acknowledged by the broker on the output topic.",
+            registry=r,
+        )
+        self.anomalies = Counter(
+            "memae_ts_anomalies",
+            "Windows whose normalised score reached 1 (the threshold), per asset.",
+            ["asset"],
+            registry=r,
+        )
+        self.invalid = Counter(
+            "memae_ts_invalid_messages",
+            "Messages sent to the dead-letter topic, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        for reason in REASONS:
+            self.invalid.labels(reason=reason)
+        self.last_processed = Gauge(
+            "memae_ts_last_processed_timestamp_seconds",
+            "Unix time at which the last batch was committed.",
+            registry=r,
+        )
+        self.last_reading = Gauge(
+            "memae_ts_last_reading_timestamp_seconds",
+            "Timestamp (Unix time) of the newest reading scored.",
+            registry=r,
+        )
+        self.score = Gauge(
+            "memae_ts_anomaly_score",
+            "Latest raw anomaly score per asset (higher is more abnormal).",
+            ["asset"],
+            registry=r,
+        )
+        self.normalised = Gauge(
+            "memae_ts_anomaly_score_normalised",
+            "Latest anomaly score divided by the model threshold (1 = threshold).",
+            ["asset"],
+            registry=r,
+        )
+        self.flag = Gauge(
+            "memae_ts_anomaly_active",
+            "1 when the latest window of the asset is anomalous, else 0.",
+            ["asset"],
+            registry=r,
+        )
+        self.inference = Histogram(
+            "memae_ts_inference_duration_seconds",
+            "Time the scoring engine takes for one batch of windows.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.end_to_end = Histogram(
+            "memae_ts_end_to_end_latency_seconds",
+            "From the reading's Kafka timestamp to its score being acknowledged by the broker.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.lag = Gauge(
+            "memae_ts_consumer_lag_messages",
+            "Messages behind the end of each assigned input partition.",
+            ["partition"],
+            registry=r,
+        )
+        self.commits = Counter(
+            "memae_ts_offset_commits", "Offset commits after the scores were acknowledged.",
+            registry=r,
+        )
+        self.model_info = Info(
+            "memae_ts_model", "The model bundle being served.", registry=r
+        )
+        self.model_reloads = Counter(
+            "memae_ts_model_reloads",
+            "Model reloads requested with SIGHUP, by result.",
+            ["result"],
+            registry=r,
+        )
+        for result in ("ok", "error"):
+            self.model_reloads.labels(result=result)
+        self.ready = Gauge(
+            "memae_ts_ready", "1 when the daemon has a model and a working consumer.", registry=r
+        )
+
+    def set_model(self, version: str, sensors: Iterable[str], window: int, engine: str) -> None:
+        self.model_info.info(
+            {"version": version, "sensors": ",".join(sensors), "window": str(window),
+             "engine": engine}
+        )
+
+    def observe_score(self, asset: str, score: float, normalised: float, anomaly: bool) -> None:
+        self.score.labels(asset=asset).set(score)
+        self.normalised.labels(asset=asset).set(normalised)
+        self.flag.labels(asset=asset).set(1.0 if anomaly else 0.0)
+        counter = self.anomalies.labels(asset=asset)  # created at 0 on first sight
+        if anomaly:
+            counter.inc()
+
+    def set_lag(self, lags: dict[int, int]) -> None:
+        for partition, lag in lags.items():
+            self.lag.labels(partition=str(partition)).set(lag)
+
+    def forget_partitions(self, partitions: Iterable[int]) -> None:
+        """Drop lag series of revoked partitions so sum() only counts what this daemon owns."""
+        for p in partitions:
+            try:
+                self.lag.remove(str(p))
+            except KeyError:
+                pass

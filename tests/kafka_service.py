@@ -1,0 +1,211 @@
+"""A real single-node Apache Kafka broker (KRaft) for tests and benchmarks.
+
+Started from the Maven Central jars that ``scripts/tools.d/kafka.sh`` puts in
+``$MEMAE_TS_TOOLS/kafka/libs``, bound to free 127.0.0.1 ports, with its data in a private
+directory. Plain class (no pytest) so ``bench/stream.py`` can use it too.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def tools_dir() -> Path:
+    """Where ``make tools`` installed the test services (env ``MEMAE_TS_TOOLS``)."""
+    return Path(os.environ.get("MEMAE_TS_TOOLS", REPO / ".tools")).resolve()
+
+
+def kafka_libs() -> Path:
+    return tools_dir() / "kafka" / "libs"
+
+
+def missing_reason() -> str | None:
+    """Why a broker cannot be started here, or None when it can."""
+    if shutil.which("java") is None:
+        return "java is not installed (Kafka broker needs Java 17+)"
+    if not any(kafka_libs().glob("kafka_2.13-*.jar")):
+        return f"Kafka jars missing in {kafka_libs()}; run `make tools`"
+    return None
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+_LOG4J2 = """\
+Configuration:
+  Appenders:
+    File:
+      name: file
+      fileName: "{log}"
+      PatternLayout:
+        pattern: "[%d] %p %m (%c)%n"
+  Loggers:
+    Root:
+      level: INFO
+      AppenderRef:
+        - ref: file
+    Logger:
+      - name: kafka
+        level: WARN
+      - name: org.apache.kafka
+        level: WARN
+"""
+
+
+class KafkaBroker:
+    """One KRaft node (broker + controller). ``start``/``stop``/``restart`` keep ports and data."""
+
+    def __init__(self, workdir: Path, *, partitions: int = 1) -> None:
+        self.workdir = Path(workdir)
+        self.port = free_port()
+        self.controller_port = free_port()
+        self.partitions = partitions
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._formatted = False
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _write_config(self) -> Path:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        data = self.workdir / "data"
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
+            "listeners": (
+                f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}"
+            ),
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "log.dirs": str(data),
+            "num.partitions": str(self.partitions),
+            "auto.create.topics.enable": "true",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "4",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            "log.flush.interval.messages": "1000000",
+        }
+        path = self.workdir / "server.properties"
+        path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        (self.workdir / "log4j2.yaml").write_text(
+            _LOG4J2.format(log=self.workdir / "broker.log")
+        )
+        return path
+
+    def _java(self, main: str, *args: str) -> list[str]:
+        return [
+            "java",
+            "-Xms128m",
+            "-Xmx512m",
+            "-XX:+UseSerialGC",
+            "-XX:TieredStopAtLevel=1",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self.workdir / 'log4j2.yaml'}",
+            "-cp",
+            f"{kafka_libs()}/*",
+            main,
+            *args,
+        ]
+
+    def _format(self, config: Path) -> None:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        subprocess.run(
+            self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)),
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        self._formatted = True
+
+    def start(self, timeout: float = 90.0) -> None:
+        """Start (formatting storage the first time) and wait until the broker serves metadata."""
+        config = self._write_config()
+        if not self._formatted:
+            self._format(config)
+        out = open(self.workdir / "stdout.log", "ab")
+        self.proc = subprocess.Popen(
+            self._java("kafka.Kafka", str(config)),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        out.close()
+        self._wait_ready(timeout)
+
+    def _wait_ready(self, timeout: float) -> None:
+        from kafka import KafkaAdminClient
+        from kafka.errors import KafkaError
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"Kafka broker exited early; see {self.workdir}/stdout.log")
+            if port_open(self.port):
+                try:
+                    admin = KafkaAdminClient(
+                        bootstrap_servers=self.bootstrap, request_timeout_ms=5000
+                    )
+                    try:
+                        admin.describe_cluster()
+                    finally:
+                        admin.close()
+                    return
+                except (KafkaError, OSError):
+                    pass
+            time.sleep(0.2)
+        raise TimeoutError(f"Kafka broker not ready after {timeout}s; see {self.workdir}")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Controlled shutdown (SIGTERM), SIGKILL if it hangs."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def create_topic(self, name: str, partitions: int = 1) -> str:
+        from kafka import KafkaAdminClient
+        from kafka.admin import NewTopic
+
+        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap)
+        try:
+            admin.create_topics([NewTopic(name, partitions, 1)])
+        finally:
+            admin.close()
+        return name
