@@ -1,0 +1,81 @@
+"""Choosing a scoring engine for a bundle.
+
+All engines share one face (`bundle`, `score`, `reconstruct`, `attention`) and compute the same
+numbers from the same bundle. `auto` prefers the C++ runtime, then torch, then numpy, so a
+gateway without torch still scores at full speed.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Protocol
+
+import numpy as np
+
+from memae_ts.bundle import Bundle, load_bundle
+from memae_ts.errors import MemaeError
+
+ENGINES = ("auto", "runtime", "torch", "onnx", "numpy")
+
+
+class Engine(Protocol):
+    name: str
+    bundle: Bundle
+
+    def score(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def reconstruct(self, windows: np.ndarray) -> np.ndarray: ...
+
+
+def runtime_available() -> bool:
+    try:
+        from memae_ts import runtime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def make_engine(bundle: Bundle, engine: str = "auto") -> Any:
+    if engine not in ENGINES:
+        raise MemaeError(f"unknown engine {engine!r}; choose one of {ENGINES}")
+    if engine == "auto":
+        if runtime_available():
+            engine = "runtime"
+        elif torch_available():
+            engine = "torch"
+        else:
+            engine = "numpy"
+    if engine == "numpy":
+        from memae_ts.engine_numpy import NumpyEngine
+
+        return NumpyEngine(bundle)
+    if engine == "torch":
+        from memae_ts.errors import require_torch
+
+        require_torch()
+        from memae_ts.engine_torch import TorchEngine
+
+        return TorchEngine(bundle)
+    if engine == "runtime":
+        if not runtime_available():
+            raise MemaeError("the C++ runtime is not built in this installation; use --engine numpy")
+        from memae_ts.runtime import Runtime
+
+        return Runtime.load(bundle.path)
+    try:
+        from memae_ts.export_onnx import OnnxEngine
+    except ImportError as exc:
+        raise MemaeError("the onnx engine needs: pip install 'memae-ts[onnx]'") from exc
+    return OnnxEngine(bundle)
+
+
+def load_engine(path: str | os.PathLike[str], engine: str = "auto") -> Any:
+    return make_engine(load_bundle(path), engine)

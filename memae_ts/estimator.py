@@ -1,0 +1,315 @@
+"""`MemAE`: the scikit-learn/PyOD-style face of memae-ts.
+
+`fit` learns from normal operation, `score_samples` returns one score per row (higher = more
+abnormal, NaN during a window's warm-up), `predict` returns 0/1 with 1 = anomaly, and
+`normalised_scores` divides by the threshold so that 1.0 is the alarm level.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from memae_ts import __version__
+from memae_ts.bundle import Bundle, data_fingerprint, load_bundle, make_bundle, save_bundle
+from memae_ts.data import DataWarning, SensorData, frame_to_sensor_data, load_csv
+from memae_ts.errors import DataError, MemaeError, require_torch
+from memae_ts.scaling import Scaler
+from memae_ts.scoring import RowScores, score_rows
+from memae_ts.threshold import calibrate
+from memae_ts.windows import default_max_gap_seconds, gather, require_windows, segment, window_ends
+
+log = logging.getLogger(__name__)
+
+InputData = str | os.PathLike[str] | pd.DataFrame | SensorData
+
+
+class MemAE:
+    """Memory-augmented autoencoder for multivariate sensor windows.
+
+    Parameters are stored as given; all checking happens in `fit` (scikit-learn convention).
+    """
+
+    def __init__(
+        self,
+        *,
+        window: int = 32,
+        stride: int = 1,
+        arch: str = "conv",
+        channels: Sequence[int] = (32, 64),
+        hidden: Sequence[int] = (64, 32),
+        latent: int = 32,
+        kernel_size: int = 5,
+        activation: str = "leaky_relu",
+        use_memory: bool = True,
+        memory_slots: int = 200,
+        addressing: str = "cosine",
+        temperature: float = 0.05,
+        learn_temperature: bool = False,
+        shrink_threshold: float | None = None,
+        entropy_weight: float = 2e-4,
+        epochs: int = 100,
+        batch_size: int = 64,
+        learning_rate: float = 1e-3,
+        patience: int = 10,
+        validation_fraction: float = 0.2,
+        scaler: str = "standard",
+        threshold: str = "quantile",
+        threshold_quantile: float = 0.995,
+        pot_risk: float = 1e-3,
+        max_gap: float | None = None,
+        max_fill: int = 3,
+        time_column: str | None = None,
+        asset_column: str | None = None,
+        exclude: Sequence[str] = (),
+        seed: int = 0,
+        device: str = "auto",
+        verbose: bool = False,
+        engine: str = "auto",
+    ) -> None:
+        self.window = window
+        self.stride = stride
+        self.arch = arch
+        self.channels = channels
+        self.hidden = hidden
+        self.latent = latent
+        self.kernel_size = kernel_size
+        self.activation = activation
+        self.use_memory = use_memory
+        self.memory_slots = memory_slots
+        self.addressing = addressing
+        self.temperature = temperature
+        self.learn_temperature = learn_temperature
+        self.shrink_threshold = shrink_threshold
+        self.entropy_weight = entropy_weight
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.patience = patience
+        self.validation_fraction = validation_fraction
+        self.scaler = scaler
+        self.threshold = threshold
+        self.threshold_quantile = threshold_quantile
+        self.pot_risk = pot_risk
+        self.max_gap = max_gap
+        self.max_fill = max_fill
+        self.time_column = time_column
+        self.asset_column = asset_column
+        self.exclude = exclude
+        self.seed = seed
+        self.device = device
+        self.verbose = verbose
+        self.engine = engine
+
+    # ------------------------------------------------------------------ helpers
+    def get_params(self) -> dict[str, Any]:
+        import inspect
+
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        return {name: getattr(self, name) for name in names}
+
+    def _read(self, X: InputData, sensors: Sequence[str] | None = None, label_column: str | None = None) -> SensorData:
+        if isinstance(X, SensorData):
+            if sensors is not None and X.sensors != list(sensors):
+                missing = [s for s in sensors if s not in X.sensors]
+                raise DataError(f"{X.source}: sensor columns differ from the model's (missing {missing})")
+            return X
+        kwargs: dict[str, Any] = {
+            "time_column": self.time_column,
+            "asset_column": self.asset_column,
+            "sensors": sensors,
+            "exclude": () if sensors is not None else tuple(self.exclude),
+            "label_column": label_column,
+        }
+        if isinstance(X, pd.DataFrame):
+            return frame_to_sensor_data(X, **kwargs)
+        return load_csv(X, **kwargs)
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "bundle_"):
+            raise MemaeError("this MemAE is not fitted yet; call fit() or memae_ts.load() first")
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X: InputData, y: Any = None) -> MemAE:
+        """Learn normal behaviour from X (a CSV path, a DataFrame or SensorData); `y` is ignored."""
+        torch = require_torch()
+        from memae_ts.engine_torch import TorchEngine
+        from memae_ts.model import MemAENet, NetworkSpec, validate_spec
+        from memae_ts.train import TrainSettings, train
+
+        if not 0 < self.validation_fraction < 1:
+            raise DataError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
+        data = self._read(X)
+        max_gap = self.max_gap if self.max_gap is not None else default_max_gap_seconds(data)
+        segments = segment(data, max_gap_seconds=max_gap, max_fill_rows=self.max_fill)
+        ends = window_ends(segments, self.window, self.stride)
+        require_windows(data, segments, ends, self.window)
+
+        is_val = _validation_rows(data, self.validation_fraction)
+        starts = ends - self.window + 1
+        val_ends = ends[is_val[starts]]
+        train_ends = ends[~is_val[ends]]
+        if train_ends.size == 0:
+            raise DataError(f"{data.source}: too little data to train: no window before the validation split")
+        if val_ends.size < 10:
+            warnings.warn(
+                f"{data.source}: only {val_ends.size} held-out windows; the threshold is calibrated on "
+                "training windows instead, which tends to set it too low. Provide more data.",
+                DataWarning,
+                stacklevel=2,
+            )
+            val_ends = train_ends
+
+        train_rows = segments.values[~is_val]
+        scaler = Scaler.fit(train_rows[~np.isnan(train_rows).any(axis=1)], self.scaler, data.sensors)
+        scaled = scaler.transform(segments.values)
+        spec = NetworkSpec(
+            arch=self.arch,
+            n_sensors=len(data.sensors),
+            window=self.window,
+            channels=[int(c) for c in self.channels],
+            hidden=[int(h) for h in self.hidden],
+            latent=self.latent,
+            kernel_size=self.kernel_size,
+            activation=self.activation,
+            use_memory=self.use_memory,
+            memory_slots=self.memory_slots,
+            addressing=self.addressing,
+            temperature=self.temperature,
+            learn_temperature=self.learn_temperature,
+            shrink_threshold=self.shrink_threshold,
+        )
+        try:
+            validate_spec(spec)
+        except ValueError as exc:
+            raise DataError(str(exc)) from exc
+        torch.manual_seed(self.seed)
+        net = MemAENet(spec)
+        settings = TrainSettings(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            entropy_weight=self.entropy_weight,
+            patience=self.patience,
+            seed=self.seed,
+            device=self.device,
+            progress=self.verbose,
+        )
+        history = train(net, gather(scaled, train_ends, self.window), gather(scaled, val_ends, self.window), settings)
+
+        config: dict[str, Any] = {
+            "library_version": __version__,
+            "created_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "sensors": list(data.sensors),
+            "time_column": data.time_column,
+            "asset_column": data.asset_column,
+            "window": self.window,
+            "stride": self.stride,
+            "max_gap_seconds": max_gap,
+            "max_fill_rows": self.max_fill,
+            "scaler": scaler.to_config(),
+            "threshold": {"method": "pending", "value": 1.0},
+            "network": net.export_graph(),
+            "training": {
+                "network_spec": spec.to_dict(),
+                "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params().items()},
+                "data_source": os.path.basename(data.source),
+                "data_fingerprint": data_fingerprint(data.values, data.sensors),
+                "n_rows": len(data),
+                "n_train_windows": int(train_ends.size),
+                "n_val_windows": int(val_ends.size),
+                **history.to_dict(),
+            },
+        }
+        weights = net.export_tensors()
+        provisional = make_bundle(config, weights)
+        engine = TorchEngine(provisional, net)
+        val_scores = _score_windows(engine, gather(segments.values, val_ends, self.window))
+        threshold = calibrate(val_scores, self.threshold, self.threshold_quantile, self.pot_risk)
+        config["threshold"] = threshold.to_config()
+        self._set_fitted(make_bundle(config, weights), TorchEngine(make_bundle(config, weights), net))
+        self.history_ = history
+        return self
+
+    def _set_fitted(self, bundle: Bundle, engine: Any) -> None:
+        self.bundle_ = bundle
+        self.engine_ = engine
+        self.sensors_ = bundle.sensors
+        self.scaler_ = bundle.scaler
+        self.threshold_ = bundle.threshold
+
+    # ------------------------------------------------------------------ scoring
+    def score_rows(self, X: InputData, label_column: str | None = None) -> tuple[SensorData, RowScores]:
+        """Scores aligned with the (sorted) SensorData, for the CLI and plots."""
+        self._check_fitted()
+        data = self._read(X, sensors=self.sensors_, label_column=label_column)
+        config = self.bundle_.config
+        return data, score_rows(
+            self.engine_, data, max_gap_seconds=config["max_gap_seconds"], max_fill_rows=config["max_fill_rows"]
+        )
+
+    def _in_input_order(self, data: SensorData, values: np.ndarray) -> np.ndarray:
+        out = np.full(data.n_source_rows, np.nan)
+        out[data.row_numbers - 2] = values
+        return out
+
+    def score_samples(self, X: InputData) -> np.ndarray:
+        """One score per input row, in input order; higher = more abnormal; NaN during warm-up."""
+        data, result = self.score_rows(X)
+        return self._in_input_order(data, result.score)
+
+    decision_function = score_samples
+
+    def normalised_scores(self, X: InputData) -> np.ndarray:
+        """Scores divided by the threshold: 1.0 is the alarm level."""
+        return self.score_samples(X) / self.threshold_
+
+    def predict(self, X: InputData) -> np.ndarray:
+        """1 where the score reaches the threshold, else 0 (warm-up rows are 0)."""
+        scores = self.score_samples(X)
+        return (np.nan_to_num(scores, nan=0.0) >= self.threshold_).astype(np.int64)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | os.PathLike[str]) -> str:
+        self._check_fitted()
+        saved = save_bundle(path, self.bundle_)
+        return saved.path
+
+
+def _score_windows(engine: Any, windows: np.ndarray, batch: int = 2048) -> np.ndarray:
+    return np.concatenate([engine.score(windows[i : i + batch])[0] for i in range(0, len(windows), batch)])
+
+
+def _validation_rows(data: SensorData, fraction: float) -> np.ndarray:
+    """The last `fraction` of each asset's rows (in time) are held out for validation."""
+    n = len(data)
+    is_val = np.zeros(n, dtype=bool)
+    groups = [np.arange(n)] if data.assets is None else [np.flatnonzero(data.assets == a) for a in pd.unique(data.assets)]
+    for rows in groups:
+        cut = int(round(len(rows) * (1 - fraction)))
+        is_val[rows[cut:]] = True
+    return is_val
+
+
+def load(path: str | os.PathLike[str], engine: str = "auto") -> MemAE:
+    """Load a bundle for scoring; `engine` picks runtime, torch, onnx or numpy."""
+    from memae_ts.engines import make_engine
+
+    bundle = load_bundle(path)
+    params = dict(bundle.config.get("training", {}).get("params", {}))
+    model = MemAE()
+    for key, value in params.items():
+        if hasattr(model, key):
+            setattr(model, key, value)
+    model.time_column = bundle.config.get("time_column")
+    model.asset_column = bundle.config.get("asset_column")
+    model.engine = engine
+    model._set_fitted(bundle, make_engine(bundle, engine))
+    return model

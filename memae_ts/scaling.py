@@ -1,0 +1,62 @@
+"""Per-sensor scaling fitted on training data and stored in the bundle."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from memae_ts.data import DataWarning
+from memae_ts.errors import DataError
+
+SCALERS = ("standard", "robust")
+_IQR_TO_SIGMA = 1.349  # IQR of a unit normal, so robust and standard scales agree on clean data
+
+
+@dataclass(frozen=True)
+class Scaler:
+    kind: str
+    center: np.ndarray
+    scale: np.ndarray
+
+    @classmethod
+    def fit(cls, values: np.ndarray, kind: str, sensors: Sequence[str]) -> Scaler:
+        """Robust scaling keeps rare spikes in the training data from shrinking every reading."""
+        if kind not in SCALERS:
+            raise DataError(f"unknown scaler {kind!r}; choose one of {SCALERS}")
+        if kind == "standard":
+            center = np.nanmean(values, axis=0)
+            scale = np.nanstd(values, axis=0)
+        else:
+            center = np.nanmedian(values, axis=0)
+            q75, q25 = np.nanpercentile(values, [75, 25], axis=0)
+            scale = (q75 - q25) / _IQR_TO_SIGMA
+            fallback = np.nanstd(values, axis=0)
+            scale = np.where(scale > 0, scale, fallback)
+        constant = [name for name, s in zip(sensors, scale, strict=True) if not s > 1e-12]
+        if constant:
+            warnings.warn(
+                f"sensor column(s) {constant} are constant in the training data; any change in "
+                "them will read as an anomaly",
+                DataWarning,
+                stacklevel=2,
+            )
+        # A constant sensor keeps unit scale: a later change still shows, measured in raw units.
+        scale = np.where(scale > 1e-12, scale, 1.0)
+        return cls(kind=kind, center=center.astype(np.float64), scale=scale.astype(np.float64))
+
+    def transform(self, values: np.ndarray) -> np.ndarray:
+        return (values - self.center) / self.scale
+
+    def to_config(self) -> dict[str, object]:
+        return {"kind": self.kind, "center": self.center.tolist(), "scale": self.scale.tolist()}
+
+    @classmethod
+    def from_config(cls, config: dict[str, object]) -> Scaler:
+        return cls(
+            kind=str(config["kind"]),
+            center=np.asarray(config["center"], dtype=np.float64),
+            scale=np.asarray(config["scale"], dtype=np.float64),
+        )

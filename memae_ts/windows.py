@@ -1,0 +1,120 @@
+"""Cutting a sensor table into sliding windows that never lie.
+
+A window must show the machine as it was over `window` consecutive samples: it never crosses
+from one asset to another, never spans a time gap (a logger outage, a shutdown), and never
+contains a long stretch of made-up values. Short dropouts are forward-filled; longer ones split
+the series into segments, and windows live inside segments only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from memae_ts.data import SensorData
+from memae_ts.errors import DataError
+
+DEFAULT_GAP_PERIODS = 3.0
+
+
+@dataclass(frozen=True)
+class Segments:
+    """Filled values plus the [start, stop) row ranges in which windows may be cut."""
+
+    values: np.ndarray
+    starts: np.ndarray
+    stops: np.ndarray
+
+    def lengths(self) -> np.ndarray:
+        return self.stops - self.starts
+
+
+def median_period_seconds(data: SensorData) -> float | None:
+    """The typical sampling period, from positive time steps within each asset."""
+    if data.timestamps is None or len(data) < 2:
+        return None
+    steps = np.diff(data.timestamps.asi8).astype(np.float64) / 1e9
+    if data.assets is not None:
+        steps = steps[data.assets[1:] == data.assets[:-1]]
+    steps = steps[steps > 0]
+    if steps.size == 0:
+        return None
+    return float(np.median(steps))
+
+
+def default_max_gap_seconds(data: SensorData) -> float | None:
+    period = median_period_seconds(data)
+    return None if period is None else DEFAULT_GAP_PERIODS * period
+
+
+def segment(data: SensorData, *, max_gap_seconds: float | None, max_fill_rows: int) -> Segments:
+    """Forward-fill short gaps per asset, then split where data is missing or time jumps."""
+    n = len(data)
+    frame = pd.DataFrame(data.values)
+    if data.assets is not None:
+        filled = frame.groupby(data.assets, sort=False).ffill(limit=max_fill_rows or None)
+    else:
+        filled = frame.ffill(limit=max_fill_rows or None)
+    if max_fill_rows == 0:
+        filled = frame
+    values = filled.to_numpy(dtype=np.float64)
+    valid = ~np.isnan(values).any(axis=1)
+
+    boundary = np.zeros(n, dtype=bool)  # True where row i starts a new run
+    if n:
+        boundary[0] = True
+    if data.assets is not None and n > 1:
+        boundary[1:] |= data.assets[1:] != data.assets[:-1]
+    if data.timestamps is not None and max_gap_seconds is not None and n > 1:
+        steps = np.diff(data.timestamps.asi8) / 1e9
+        boundary[1:] |= steps > max_gap_seconds
+    # Invalid rows end a run; the next valid row starts a new one.
+    boundary[1:] |= ~valid[:-1]
+
+    starts: list[int] = []
+    stops: list[int] = []
+    current: int | None = None
+    for i in np.flatnonzero(boundary | ~valid):
+        if current is not None:
+            stops.append(int(i))
+            starts.append(current)
+            current = None
+        if valid[i]:
+            current = int(i)
+    if current is not None:
+        starts.append(current)
+        stops.append(n)
+    # Runs found above may contain later breaks only at boundary rows, which we visited.
+    return Segments(values=values, starts=np.asarray(starts, np.int64), stops=np.asarray(stops, np.int64))
+
+
+def window_ends(segments: Segments, window: int, stride: int = 1) -> np.ndarray:
+    """Row index of the last row of every window that fits inside one segment."""
+    if window < 1 or stride < 1:
+        raise DataError(f"window ({window}) and stride ({stride}) must be positive")
+    ends = [
+        np.arange(start + window - 1, stop, stride, dtype=np.int64)
+        for start, stop in zip(segments.starts, segments.stops, strict=True)
+        if stop - start >= window
+    ]
+    return np.concatenate(ends) if ends else np.empty(0, dtype=np.int64)
+
+
+def gather(values: np.ndarray, ends: np.ndarray, window: int, dtype: type = np.float32) -> np.ndarray:
+    """Windows (batch, window, sensors) ending at `ends`, as a new contiguous array."""
+    offsets = np.arange(-window + 1, 1, dtype=np.int64)
+    return np.ascontiguousarray(values[ends[:, None] + offsets[None, :]], dtype=dtype)
+
+
+def require_windows(data: SensorData, segments: Segments, ends: np.ndarray, window: int) -> None:
+    """Explain why a file yields no window instead of training on nothing."""
+    if ends.size:
+        return
+    longest = int(segments.lengths().max()) if segments.starts.size else 0
+    raise DataError(
+        f"{data.source}: no complete window of {window} rows: the file has {len(data)} rows and "
+        f"its longest stretch without gaps or missing values is {longest} rows. "
+        f"Use a smaller --window, a larger --max-gap, or more data."
+    )
