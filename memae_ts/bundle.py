@@ -205,7 +205,12 @@ def validate_config(config: Any, where: str) -> None:
         raise _fail(where, "field 'scaler.scale' must be positive")
     threshold = _require(config, "threshold", dict, where)
     value = threshold.get("value")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
         raise _fail(where, "field 'threshold.value' must be a positive finite number")
     network = _require(config, "network", dict, where)
     if network.get("kind") not in ("conv", "mlp"):
@@ -273,7 +278,11 @@ def _int_field(layer: dict[str, Any], key: str, where: str, minimum: int = 0) ->
 
 
 def _walk(
-    layers: list[dict[str, Any]], shape: tuple[int, ...], weights: dict[str, np.ndarray], where: str, part: str
+    layers: list[dict[str, Any]],
+    shape: tuple[int, ...],
+    weights: dict[str, np.ndarray],
+    where: str,
+    part: str,
 ) -> tuple[int, ...]:
     for i, layer in enumerate(layers):
         op = layer["op"]

@@ -255,8 +255,11 @@ def frame_to_sensor_data(
             )
         sensor_names = list(sensors)
         extra = [
-            c for c in frame.columns
-            if c not in reserved and c not in excluded and c not in sensor_names
+            c
+            for c in frame.columns
+            if c not in reserved
+            and c not in excluded
+            and c not in sensor_names
             and pd.api.types.is_numeric_dtype(frame[c])
         ]
         if extra:
@@ -279,9 +282,7 @@ def frame_to_sensor_data(
             else:
                 ignored.append(column)
         if not sensor_names:
-            raise DataError(
-                f"{source}: no numeric sensor columns found (columns: {list(frame.columns)})"
-            )
+            raise DataError(f"{source}: no numeric sensor columns found (columns: {list(frame.columns)})")
 
     values = np.empty((len(frame), len(sensor_names)), dtype=np.float64)
     for j, column in enumerate(sensor_names):
@@ -290,15 +291,11 @@ def frame_to_sensor_data(
         bad = np.flatnonzero(numeric.isna().to_numpy() & raw.notna().to_numpy())
         if bad.size:
             examples = ", ".join(f"line {rows[i]} ({raw.iloc[i]!r})" for i in bad[:3])
-            raise DataError(
-                f"{source}: column {column!r} has {bad.size} non-numeric value(s): {examples}"
-            )
+            raise DataError(f"{source}: column {column!r} has {bad.size} non-numeric value(s): {examples}")
         column_values = numeric.to_numpy(dtype=np.float64)
         infinite = np.flatnonzero(np.isinf(column_values))
         if infinite.size:
-            raise DataError(
-                f"{source}: column {column!r} has infinite values at line {rows[infinite[0]]}"
-            )
+            raise DataError(f"{source}: column {column!r} has infinite values at line {rows[infinite[0]]}")
         values[:, j] = column_values
         if np.all(np.isnan(column_values)):
             raise DataError(f"{source}: sensor column {column!r} is empty")

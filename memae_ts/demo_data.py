@@ -38,7 +38,11 @@ def _lag(signal: np.ndarray, steps: float, start: float) -> np.ndarray:
 
 
 def generate(
-    *, days: float = 7.0, period_seconds: int = 60, seed: int = 0, faults: bool = True,
+    *,
+    days: float = 7.0,
+    period_seconds: int = 60,
+    seed: int = 0,
+    faults: bool = True,
     start: str = "2026-11-01T00:00:00Z",
 ) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
@@ -85,7 +89,9 @@ def generate(
     return frame
 
 
-def _inject_faults(values: dict[str, np.ndarray], label: np.ndarray, rng: np.random.Generator, period: int) -> None:
+def _inject_faults(
+    values: dict[str, np.ndarray], label: np.ndarray, rng: np.random.Generator, period: int
+) -> None:
     n = label.size
     per_hour = 3600 // period
     slots = np.linspace(0.15, 0.85, len(FAULTS)) * n

@@ -21,9 +21,7 @@ def check_windows(windows: Any, window: int, n_sensors: int) -> np.ndarray:
     """Shape/dtype/NaN checks shared by every engine, with messages a user can act on."""
     array = np.asarray(windows)
     if array.ndim != 3 or array.shape[1] != window or array.shape[2] != n_sensors:
-        raise DataError(
-            f"windows must have shape (batch, {window}, {n_sensors}), got {tuple(array.shape)}"
-        )
+        raise DataError(f"windows must have shape (batch, {window}, {n_sensors}), got {tuple(array.shape)}")
     if not np.issubdtype(array.dtype, np.floating):
         raise DataError(f"windows must be floating point, got dtype {array.dtype}")
     if not np.all(np.isfinite(array)):
@@ -33,8 +31,8 @@ def check_windows(windows: Any, window: int, n_sensors: int) -> np.ndarray:
 
 def conv1d(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int, padding: int) -> np.ndarray:
     """x (B, Cin, L), w (Cout, Cin, K) → (B, Cout, Lout), as torch.nn.functional.conv1d."""
-    batch, in_ch, length = x.shape
-    out_ch, _, k = w.shape
+    _batch, _in_ch, length = x.shape
+    _out_ch, _, k = w.shape
     padded = np.pad(x, ((0, 0), (0, 0), (padding, padding)))
     out_len = (length + 2 * padding - k) // stride + 1
     idx = np.arange(out_len)[:, None] * stride + np.arange(k)[None, :]  # (Lout, K)
@@ -100,11 +98,17 @@ class NumpyEngine:
             elif op == "linear":
                 h = h @ self._w[layer["weight"]].T + self._w[layer["bias"]]
             elif op == "conv1d":
-                h = conv1d(h, self._w[layer["weight"]], self._w[layer["bias"]], layer["stride"], layer["padding"])
+                h = conv1d(
+                    h, self._w[layer["weight"]], self._w[layer["bias"]], layer["stride"], layer["padding"]
+                )
             elif op == "conv_transpose1d":
                 h = conv_transpose1d(
-                    h, self._w[layer["weight"]], self._w[layer["bias"]],
-                    layer["stride"], layer["padding"], layer.get("output_padding", 0),
+                    h,
+                    self._w[layer["weight"]],
+                    self._w[layer["bias"]],
+                    layer["stride"],
+                    layer["padding"],
+                    layer.get("output_padding", 0),
                 )
         return h
 

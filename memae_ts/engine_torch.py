@@ -24,7 +24,9 @@ def network_from_bundle(bundle: Bundle) -> MemAENet:
     if missing or unexpected:
         from memae_ts.errors import BundleError
 
-        raise BundleError(f"{bundle.path}: weights do not match the network (missing {missing}, unexpected {unexpected})")
+        raise BundleError(
+            f"{bundle.path}: weights do not match the network (missing {missing}, unexpected {unexpected})"
+        )
     net.eval()
     return net
 

@@ -115,7 +115,9 @@ class MemAE:
         names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
         return {name: getattr(self, name) for name in names}
 
-    def _read(self, X: InputData, sensors: Sequence[str] | None = None, label_column: str | None = None) -> SensorData:
+    def _read(
+        self, X: InputData, sensors: Sequence[str] | None = None, label_column: str | None = None
+    ) -> SensorData:
         if isinstance(X, SensorData):
             if sensors is not None and X.sensors != list(sensors):
                 missing = [s for s in sensors if s not in X.sensors]
@@ -202,7 +204,9 @@ class MemAE:
             device=self.device,
             progress=self.verbose,
         )
-        history = train(net, gather(scaled, train_ends, self.window), gather(scaled, val_ends, self.window), settings)
+        history = train(
+            net, gather(scaled, train_ends, self.window), gather(scaled, val_ends, self.window), settings
+        )
 
         config: dict[str, Any] = {
             "library_version": __version__,
@@ -252,7 +256,10 @@ class MemAE:
         data = self._read(X, sensors=self.sensors_, label_column=label_column)
         config = self.bundle_.config
         return data, score_rows(
-            self.engine_, data, max_gap_seconds=config["max_gap_seconds"], max_fill_rows=config["max_fill_rows"]
+            self.engine_,
+            data,
+            max_gap_seconds=config["max_gap_seconds"],
+            max_fill_rows=config["max_fill_rows"],
         )
 
     def _in_input_order(self, data: SensorData, values: np.ndarray) -> np.ndarray:
@@ -291,9 +298,13 @@ def _validation_rows(data: SensorData, fraction: float) -> np.ndarray:
     """The last `fraction` of each asset's rows (in time) are held out for validation."""
     n = len(data)
     is_val = np.zeros(n, dtype=bool)
-    groups = [np.arange(n)] if data.assets is None else [np.flatnonzero(data.assets == a) for a in pd.unique(data.assets)]
+    groups = (
+        [np.arange(n)]
+        if data.assets is None
+        else [np.flatnonzero(data.assets == a) for a in pd.unique(data.assets)]
+    )
     for rows in groups:
-        cut = int(round(len(rows) * (1 - fraction)))
+        cut = round(len(rows) * (1 - fraction))
         is_val[rows[cut:]] = True
     return is_val
 

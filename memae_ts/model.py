@@ -6,6 +6,7 @@ bundle's graph (docs/bundle-format.md), so this module also writes that graph.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -113,9 +114,10 @@ class MemoryUnit(nn.Module):
 
     def similarity(self, z: torch.Tensor) -> torch.Tensor:
         if self.addressing == "cosine":
-            return F.normalize(z, dim=-1, eps=NORM_EPSILON) @ F.normalize(
-                self.weight, dim=-1, eps=NORM_EPSILON
-            ).t()
+            return (
+                F.normalize(z, dim=-1, eps=NORM_EPSILON)
+                @ F.normalize(self.weight, dim=-1, eps=NORM_EPSILON).t()
+            )
         return z @ self.weight.t()
 
     def address(self, z: torch.Tensor) -> torch.Tensor:
@@ -160,16 +162,26 @@ def _export_layers(sequential: nn.Sequential, prefix: str) -> list[dict[str, Any
     for index, module in enumerate(sequential):
         name = f"{prefix}.{index}"
         if isinstance(module, nn.Conv1d):
-            layers.append({
-                "op": "conv1d", "weight": f"{name}.weight", "bias": f"{name}.bias",
-                "stride": module.stride[0], "padding": module.padding[0],  # type: ignore[index]
-            })
+            layers.append(
+                {
+                    "op": "conv1d",
+                    "weight": f"{name}.weight",
+                    "bias": f"{name}.bias",
+                    "stride": module.stride[0],
+                    "padding": module.padding[0],  # type: ignore[index]
+                }
+            )
         elif isinstance(module, nn.ConvTranspose1d):
-            layers.append({
-                "op": "conv_transpose1d", "weight": f"{name}.weight", "bias": f"{name}.bias",
-                "stride": module.stride[0], "padding": module.padding[0],  # type: ignore[index]
-                "output_padding": module.output_padding[0],
-            })
+            layers.append(
+                {
+                    "op": "conv_transpose1d",
+                    "weight": f"{name}.weight",
+                    "bias": f"{name}.bias",
+                    "stride": module.stride[0],
+                    "padding": module.padding[0],  # type: ignore[index]
+                    "output_padding": module.output_padding[0],
+                }
+            )
         elif isinstance(module, nn.Linear):
             layers.append({"op": "linear", "weight": f"{name}.weight", "bias": f"{name}.bias"})
         elif isinstance(module, nn.ReLU):
@@ -237,12 +249,12 @@ class MemAENet(nn.Module):
     def _mlp_layers(spec: NetworkSpec) -> tuple[nn.Sequential, nn.Sequential]:
         sizes = [spec.window * spec.n_sensors, *spec.hidden]
         encoder: list[nn.Module] = []
-        for a, b in zip(sizes[:-1], sizes[1:], strict=True):
+        for a, b in itertools.pairwise(sizes):
             encoder += [nn.Linear(a, b), _activation(spec.activation)]
         encoder.append(nn.Linear(sizes[-1], spec.latent))
         decoder: list[nn.Module] = []
         back = [spec.latent, *reversed(spec.hidden)]
-        for a, b in zip(back[:-1], back[1:], strict=True):
+        for a, b in itertools.pairwise(back):
             decoder += [nn.Linear(a, b), _activation(spec.activation)]
         decoder.append(nn.Linear(back[-1], spec.window * spec.n_sensors))
         return nn.Sequential(*encoder), nn.Sequential(*decoder)

@@ -46,7 +46,9 @@ class RowScores:
         return out
 
 
-def score_rows(engine: Any, data: SensorData, *, max_gap_seconds: float | None, max_fill_rows: int) -> RowScores:
+def score_rows(
+    engine: Any, data: SensorData, *, max_gap_seconds: float | None, max_fill_rows: int
+) -> RowScores:
     bundle = engine.bundle
     window = bundle.window
     segments = segment(data, max_gap_seconds=max_gap_seconds, max_fill_rows=max_fill_rows)
@@ -60,7 +62,9 @@ def score_rows(engine: Any, data: SensorData, *, max_gap_seconds: float | None, 
         scores[chunk] = batch_scores
         contributions[chunk] = batch_contrib
     threshold = bundle.threshold
-    return RowScores(score=scores, normalised=scores / threshold, contributions=contributions, threshold=threshold)
+    return RowScores(
+        score=scores, normalised=scores / threshold, contributions=contributions, threshold=threshold
+    )
 
 
 def scores_frame(data: SensorData, result: RowScores) -> pd.DataFrame:

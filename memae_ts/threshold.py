@@ -31,7 +31,9 @@ class Threshold:
         return {"method": self.method, "value": self.value, **self.details}
 
 
-def calibrate(scores: np.ndarray, method: str = "quantile", quantile: float = 0.995, risk: float = 1e-3) -> Threshold:
+def calibrate(
+    scores: np.ndarray, method: str = "quantile", quantile: float = 0.995, risk: float = 1e-3
+) -> Threshold:
     scores = np.asarray(scores, dtype=np.float64)
     scores = scores[np.isfinite(scores)]
     if scores.size == 0:
@@ -68,4 +70,6 @@ def _pot(scores: np.ndarray, risk: float, floor: float) -> Threshold:
         value = initial + (scale / shape) * (ratio ** (-shape) - 1.0)
     if not math.isfinite(value) or value < initial:
         value = float(np.quantile(scores, 1 - risk))
-    return Threshold("pot", max(float(value), floor), {**details, "gpd_shape": float(shape), "gpd_scale": float(scale)})
+    return Threshold(
+        "pot", max(float(value), floor), {**details, "gpd_shape": float(shape), "gpd_scale": float(scale)}
+    )

@@ -78,7 +78,9 @@ def _mean_reconstruction_error(net: MemAENet, windows: torch.Tensor, batch: int)
     return total / max(count, 1)
 
 
-def train(net: MemAENet, train_windows: np.ndarray, val_windows: np.ndarray, settings: TrainSettings) -> TrainHistory:
+def train(
+    net: MemAENet, train_windows: np.ndarray, val_windows: np.ndarray, settings: TrainSettings
+) -> TrainHistory:
     """Trains in place and restores the weights of the best validation epoch."""
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     seed_everything(settings.seed)
