@@ -78,11 +78,11 @@ def parse_timestamp(raw: Any) -> float:
 
 
 def format_timestamp(ts: float) -> str:
-    """Epoch seconds -> ISO 8601 UTC with ``Z`` (milliseconds only when present)."""
-    dt = datetime.fromtimestamp(ts, tz=timezone.utc)
-    if dt.microsecond:
-        return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return dt.isoformat(timespec="seconds").replace("+00:00", "Z")
+    """Epoch seconds -> ISO 8601 UTC with ``Z``, as ``memae-ts score`` writes it (microseconds
+    only when present)."""
+    dt = datetime.fromtimestamp(round(ts, 6), tz=timezone.utc)
+    spec = "microseconds" if dt.microsecond else "seconds"
+    return dt.isoformat(timespec=spec).replace("+00:00", "Z")
 
 
 def _number(sensor: str, raw: Any) -> float:
@@ -176,7 +176,7 @@ class ScoreRecord:
     score: float
     normalised_score: float
     is_anomaly: bool
-    top_sensors: list[str]
+    top_sensors: list[tuple[str, float]]  # (sensor, share of the score), worst first
     model_version: str
 
     def to_json(self) -> bytes:
@@ -187,7 +187,7 @@ class ScoreRecord:
                 "score": self.score,
                 "normalised_score": self.normalised_score,
                 "is_anomaly": self.is_anomaly,
-                "top_sensors": self.top_sensors,
+                "top_sensors": [{"sensor": s, "share": round(v, 4)} for s, v in self.top_sensors],
                 "model_version": self.model_version,
             },
             separators=(",", ":"),

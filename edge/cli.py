@@ -1,0 +1,103 @@
+"""``memae-ts edge`` and ``memae-ts replay`` (registered by memae_ts.cli via COMMAND_MODULES).
+
+Runnable on its own too: ``python -m edge.cli edge --config edge.toml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+log = logging.getLogger("memae_ts.edge")
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "edge",
+        help="run the edge daemon: Kafka readings in, anomaly scores out (Kafka + Prometheus)",
+        description="Run the edge daemon. See docs/edge.md for the config file and message contract.",
+    )
+    p.add_argument("--config", help="TOML config file (environment MEMAE_TS_<SECTION>_<KEY> overrides it)")
+    p.add_argument("--check", action="store_true", help="validate the config and the model, then exit")
+    p.set_defaults(func=run_edge)
+
+    r = subparsers.add_parser(
+        "replay",
+        help="produce a sensor CSV into a Kafka topic as reading messages",
+        description="Produce each CSV row as one reading message (key = asset), at --rate rows/s.",
+    )
+    r.add_argument("csv", help="sensor CSV (timestamp column, sensor columns, optional asset column)")
+    r.add_argument("--topic", required=True, help="input topic of the edge daemon")
+    r.add_argument("--brokers", default="127.0.0.1:9092", help="bootstrap servers, comma separated")
+    r.add_argument("--rate", type=float, default=0.0, help="rows per second (0 = as fast as possible)")
+    r.add_argument("--limit", type=int, default=None, help="stop after this many rows")
+    r.add_argument("--asset", default="asset-1", help="asset id when the CSV has no asset column")
+    r.add_argument("--asset-column", default=None)
+    r.add_argument("--time-column", default=None)
+    r.add_argument("--model", default=None, help="bundle whose sensor list (and order) to send")
+    r.add_argument("--compact", action="store_true", help="compact array form [ts, v0, v1, ...]")
+    r.set_defaults(func=run_replay)
+
+
+def run_edge(args: argparse.Namespace) -> int:
+    from edge import logs
+    from edge.config import ConfigError, EdgeConfig
+
+    try:
+        config = EdgeConfig.load(args.config)
+    except (ConfigError, OSError) as exc:
+        print(f"memae-ts edge: {exc}", file=sys.stderr)
+        return 2
+    logs.setup(config.logging.level)
+    from edge.daemon import EdgeDaemon
+
+    if args.check:
+        from edge.model import load_served_model
+
+        model = load_served_model(config.model.path, config.model.engine)
+        print(f"ok: model {model.version} ({model.engine_name}), {len(model.sensors)} sensors")
+        return 0
+    daemon = EdgeDaemon(config)
+    daemon.install_signal_handlers()
+    return daemon.run()
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    from kafka import KafkaProducer
+
+    from edge.replay import read_messages, replay, sensors_of_bundle
+
+    sensors = sensors_of_bundle(args.model) if args.model else None
+    messages = read_messages(
+        args.csv,
+        asset=args.asset,
+        asset_column=args.asset_column,
+        time_column=args.time_column,
+        sensors=sensors,
+        compact=args.compact,
+    )
+    producer = KafkaProducer(
+        bootstrap_servers=[b.strip() for b in args.brokers.split(",") if b.strip()],
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+    )
+    try:
+        sent = replay(messages, producer, args.topic, rate=args.rate, limit=args.limit)
+    finally:
+        producer.close()
+    print(f"replayed {sent} readings to {args.topic}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="memae-ts")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
