@@ -1,0 +1,37 @@
+// Run-time choice of the kernel table from CPU features.
+#include <cstdlib>
+#include <cstring>
+
+#include "memae/kernels.h"
+
+namespace memae {
+
+std::vector<const KernelTable*> available_kernels() {
+    std::vector<const KernelTable*> out{&kernels_scalar()};
+#if defined(__x86_64__) || defined(_M_X64)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        out.push_back(&kernels_avx2());
+    }
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")) {
+        out.push_back(&kernels_avx512());
+    }
+#endif
+#if defined(__aarch64__)
+    out.push_back(&kernels_neon());
+#endif
+    return out;
+}
+
+const KernelTable& select_kernels() {
+    const auto tables = available_kernels();
+    if (const char* want = std::getenv("MEMAE_TS_ISA")) {
+        const std::size_t len = std::strlen(want);
+        for (const KernelTable* t : tables) {
+            if (std::strncmp(t->name, want, len) == 0 && t->name[len] == '_') return *t;
+        }
+    }
+    return *tables.back();
+}
+
+}  // namespace memae

@@ -1,0 +1,17 @@
+// Cephes-style single-precision exp on any vocabulary I with fma/round/ldexp (about 1-2 ulp).
+// Inputs below -87.3 give ~1e-38 instead of 0 (irrelevant after softmax normalisation); the
+// runtime only ever calls it with x - max <= 0.
+static inline I::V exp_poly(I::V x) {
+    x = I::min(I::max(x, I::set1(-87.3365448f)), I::set1(88.0f));
+    const I::V n = I::round(I::mul(x, I::set1(1.44269504088896341f)));
+    I::V r = I::fma(n, I::set1(-0.693359375f), x);
+    r = I::fma(n, I::set1(2.12194440e-4f), r);
+    I::V p = I::set1(1.9875691500e-4f);
+    p = I::fma(p, r, I::set1(1.3981999507e-3f));
+    p = I::fma(p, r, I::set1(8.3334519073e-3f));
+    p = I::fma(p, r, I::set1(4.1665795894e-2f));
+    p = I::fma(p, r, I::set1(1.6666665459e-1f));
+    p = I::fma(p, r, I::set1(5.0000001201e-1f));
+    p = I::fma(p, I::mul(r, r), I::add(r, I::set1(1.0f)));
+    return I::ldexp(p, n);
+}

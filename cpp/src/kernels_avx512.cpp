@@ -1,0 +1,53 @@
+// AVX-512 path (F + DQ). Compiled with -mavx512f -mavx512dq -mfma; masked loads handle tails.
+// GCC 12's own AVX-512 headers trip -Wuninitialized through _mm512_undefined_ps (GCC bug
+// 105593); silence exactly that in this file so the build stays -Wall -Wextra clean.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <immintrin.h>
+
+#include <cstdint>
+
+#include "memae/kernels.h"
+
+namespace memae {
+namespace avx512 {
+
+struct I {
+    using V = __m512;
+    static constexpr int W = 16;
+    static constexpr int MR = 6;
+    static constexpr const char* kName = "avx512_6x32";
+    static __mmask16 tail_mask(int n) { return static_cast<__mmask16>((1u << n) - 1u); }
+    static V zero() { return _mm512_setzero_ps(); }
+    static V set1(float v) { return _mm512_set1_ps(v); }
+    static V load(const float* p) { return _mm512_loadu_ps(p); }
+    static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
+    static V loadn(const float* p, int n) { return _mm512_maskz_loadu_ps(tail_mask(n), p); }
+    static void storen(float* p, V v, int n) { _mm512_mask_storeu_ps(p, tail_mask(n), v); }
+    static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+    static V add(V a, V b) { return _mm512_add_ps(a, b); }
+    static V sub(V a, V b) { return _mm512_sub_ps(a, b); }
+    static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+    static V div(V a, V b) { return _mm512_div_ps(a, b); }
+    static V max(V a, V b) { return _mm512_max_ps(a, b); }
+    static V min(V a, V b) { return _mm512_min_ps(a, b); }
+    static V round(V a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+    static V ldexp(V p, V n) { return _mm512_scalef_ps(p, n); }
+    static float hsum(V v) { return _mm512_reduce_add_ps(v); }
+    static float hmax(V v) { return _mm512_reduce_max_ps(v); }
+    static V exp(V x);
+    static unsigned long long gt_mask(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ); }
+};
+
+#include "exp_poly.h"
+I::V I::exp(V x) { return exp_poly(x); }
+
+#include "kernels_impl.h"
+
+}  // namespace avx512
+
+const KernelTable& kernels_avx512() { return avx512::kTable; }
+
+}  // namespace memae

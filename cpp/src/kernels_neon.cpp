@@ -1,0 +1,64 @@
+// NEON path for aarch64 (NEON is part of the base ISA there, so no run-time check is needed).
+#if defined(__aarch64__)
+#include <arm_neon.h>
+
+#include <cstdint>
+#include <cstring>
+
+#include "memae/kernels.h"
+
+namespace memae {
+namespace neon {
+
+struct I {
+    using V = float32x4_t;
+    static constexpr int W = 4;
+    static constexpr int MR = 6;
+    static constexpr const char* kName = "neon_6x8";
+    static V zero() { return vdupq_n_f32(0.0f); }
+    static V set1(float v) { return vdupq_n_f32(v); }
+    static V load(const float* p) { return vld1q_f32(p); }
+    static void store(float* p, V v) { vst1q_f32(p, v); }
+    static V loadn(const float* p, int n) {
+        float buf[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        std::memcpy(buf, p, static_cast<std::size_t>(n) * sizeof(float));
+        return vld1q_f32(buf);
+    }
+    static void storen(float* p, V v, int n) {
+        float buf[4];
+        vst1q_f32(buf, v);
+        std::memcpy(p, buf, static_cast<std::size_t>(n) * sizeof(float));
+    }
+    static V fma(V a, V b, V c) { return vfmaq_f32(c, a, b); }
+    static V add(V a, V b) { return vaddq_f32(a, b); }
+    static V sub(V a, V b) { return vsubq_f32(a, b); }
+    static V mul(V a, V b) { return vmulq_f32(a, b); }
+    static V div(V a, V b) { return vdivq_f32(a, b); }
+    static V max(V a, V b) { return vmaxq_f32(a, b); }
+    static V min(V a, V b) { return vminq_f32(a, b); }
+    static V round(V a) { return vrndnq_f32(a); }
+    static V ldexp(V p, V n) {
+        const int32x4_t e = vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127)), 23);
+        return vmulq_f32(p, vreinterpretq_f32_s32(e));
+    }
+    static float hsum(V v) { return vaddvq_f32(v); }
+    static float hmax(V v) { return vmaxvq_f32(v); }
+    static V exp(V x);
+    static unsigned long long gt_mask(V a, V b) {
+        const uint32x4_t m = vcgtq_f32(a, b);
+        return (vgetq_lane_u32(m, 0) & 1u) | ((vgetq_lane_u32(m, 1) & 1u) << 1) |
+               ((vgetq_lane_u32(m, 2) & 1u) << 2) | ((vgetq_lane_u32(m, 3) & 1u) << 3);
+    }
+};
+
+#include "exp_poly.h"
+I::V I::exp(V x) { return exp_poly(x); }
+
+#include "kernels_impl.h"
+
+}  // namespace neon
+
+const KernelTable& kernels_neon() { return neon::kTable; }
+
+}  // namespace memae
+#endif

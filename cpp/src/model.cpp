@@ -1,0 +1,603 @@
+#include "memae/model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <exception>
+#include <fstream>
+#include <map>
+#include <stdexcept>
+#include <thread>
+
+namespace memae {
+
+namespace {
+
+// Sanity bounds: far above any real sensor model, low enough that sizes never overflow `int`.
+constexpr std::int64_t kMaxDim = 1 << 20;
+constexpr std::int64_t kMaxActivation = 1 << 26;  // floats of one sample's activation
+constexpr std::size_t kMaxFile = std::size_t(1) << 32;
+constexpr int kChunk = 16;       // samples per pass through the network (cache-sized scratch)
+constexpr int kQueryBlock = 24;  // memory queries per similarity GEMM (multiple of every MR)
+
+struct Tensor {
+    std::vector<std::int64_t> shape;
+    const std::uint8_t* data = nullptr;
+    std::size_t nbytes = 0;
+    std::string dtype;
+};
+
+std::string shape_str(const std::vector<std::int64_t>& s) {
+    std::string out = "(";
+    for (std::size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+    return out + (s.size() == 1 ? ",)" : ")");
+}
+
+// safetensors: u64 little-endian header length, JSON header, then the byte buffer.
+std::map<std::string, Tensor> parse_safetensors(const std::uint8_t* p, std::size_t n) {
+    if (n < 8) throw FormatError("model.safetensors is truncated: " + std::to_string(n) + " bytes");
+    std::uint64_t hlen = 0;
+    for (int i = 7; i >= 0; --i) hlen = (hlen << 8) | p[i];
+    if (hlen > n - 8) {
+        throw FormatError("model.safetensors is truncated or corrupt: header claims " +
+                          std::to_string(hlen) + " bytes, file has " + std::to_string(n - 8));
+    }
+    const Json header = Json::parse(reinterpret_cast<const char*>(p + 8), static_cast<std::size_t>(hlen));
+    const std::uint8_t* data = p + 8 + hlen;
+    const std::size_t data_size = n - 8 - static_cast<std::size_t>(hlen);
+    std::map<std::string, Tensor> out;
+    for (const auto& kv : header.members("safetensors header")) {
+        if (kv.first == "__metadata__") continue;
+        const std::string where = "safetensors tensor '" + kv.first + "'";
+        Tensor t;
+        t.dtype = kv.second.at("dtype", where).string(where + ".dtype");
+        std::size_t elem = 0;
+        if (t.dtype == "F32" || t.dtype == "I32" || t.dtype == "U32") elem = 4;
+        else if (t.dtype == "F64" || t.dtype == "I64" || t.dtype == "U64") elem = 8;
+        else if (t.dtype == "F16" || t.dtype == "BF16" || t.dtype == "I16" || t.dtype == "U16") elem = 2;
+        else if (t.dtype == "I8" || t.dtype == "U8" || t.dtype == "BOOL") elem = 1;
+        else throw FormatError(where + " has unknown dtype '" + t.dtype + "'");
+        std::uint64_t numel = 1;
+        const auto& dims = kv.second.at("shape", where).items(where + ".shape");
+        if (dims.size() > 8) throw FormatError(where + " has more than 8 dimensions");
+        for (const Json& d : dims) {
+            const std::int64_t v = d.integer(where + ".shape", 0, std::int64_t(1) << 40);
+            t.shape.push_back(v);
+            numel *= static_cast<std::uint64_t>(v);
+            if (numel > (std::uint64_t(1) << 40)) throw FormatError(where + " is too large");
+        }
+        const auto& offs = kv.second.at("data_offsets", where).items(where + ".data_offsets");
+        if (offs.size() != 2) throw FormatError(where + ".data_offsets must be [begin, end]");
+        const auto begin = static_cast<std::uint64_t>(offs[0].integer(where + ".data_offsets", 0, INT64_MAX / 2));
+        const auto end = static_cast<std::uint64_t>(offs[1].integer(where + ".data_offsets", 0, INT64_MAX / 2));
+        if (begin > end || end > data_size) {
+            throw FormatError(where + " lies outside the file (offsets " + std::to_string(begin) +
+                              ".." + std::to_string(end) + ", data is " + std::to_string(data_size) +
+                              " bytes): the file is truncated or corrupt");
+        }
+        if (end - begin != numel * elem) {
+            throw FormatError(where + " has " + std::to_string(end - begin) + " bytes, shape " +
+                              shape_str(t.shape) + " needs " + std::to_string(numel * elem));
+        }
+        t.data = data + begin;
+        t.nbytes = static_cast<std::size_t>(end - begin);
+        out[kv.first] = t;
+    }
+    return out;
+}
+
+class Builder {
+public:
+    explicit Builder(const std::map<std::string, Tensor>& tensors) : tensors_(tensors) {}
+
+    /// Shape of a named tensor (so layer sizes can be read off the weights before taking them).
+    std::vector<std::int64_t> shape(const Json& name_json, const std::string& where) const {
+        const std::string& name = name_json.string(where);
+        auto it = tensors_.find(name);
+        if (it == tensors_.end()) {
+            throw FormatError("tensor '" + name + "' (" + where + ") is missing from model.safetensors");
+        }
+        return it->second.shape;
+    }
+
+    /// A float32 tensor of exactly `shape`, with every value finite.
+    std::vector<float> take(const Json& name_json, const std::string& where,
+                            const std::vector<std::int64_t>& shape) {
+        const std::string& name = name_json.string(where);
+        auto it = tensors_.find(name);
+        if (it == tensors_.end()) {
+            throw FormatError("tensor '" + name + "' (" + where + ") is missing from model.safetensors");
+        }
+        const Tensor& t = it->second;
+        if (t.dtype != "F32") {
+            throw FormatError("tensor '" + name + "' has dtype " + t.dtype + ", expected F32");
+        }
+        if (t.shape != shape) {
+            throw FormatError("tensor '" + name + "' has shape " + shape_str(t.shape) + ", expected " +
+                              shape_str(shape));
+        }
+        std::vector<float> v(t.nbytes / 4);
+        if (t.nbytes) std::memcpy(v.data(), t.data, t.nbytes);  // the buffer may be unaligned
+        for (std::size_t i = 0; i < v.size(); ++i) {
+            if (!std::isfinite(v[i])) {
+                throw FormatError("tensor '" + name + "' contains NaN or Inf (element " +
+                                  std::to_string(i) + ")");
+            }
+        }
+        return v;
+    }
+
+private:
+    const std::map<std::string, Tensor>& tensors_;
+};
+
+int get_int(const Json& obj, const char* key, const std::string& where, std::int64_t lo,
+            std::int64_t hi, std::int64_t fallback) {
+    const Json* v = obj.find(key);
+    if (!v || v->is_null()) {
+        if (fallback < lo) throw FormatError(where + " has no '" + key + "'");
+        return static_cast<int>(fallback);
+    }
+    return static_cast<int>(v->integer(where + "." + key, lo, hi));
+}
+
+float finite_float(const Json& v, const std::string& where) {
+    const double d = v.number(where);
+    const float f = static_cast<float>(d);
+    if (!std::isfinite(f)) throw FormatError(where + " is out of float32 range");
+    return f;
+}
+
+/// Parses one layer, checks it against the running (channels, length) and re-lays its weights.
+Layer build_layer(const Json& j, const std::string& where, bool conv, int& ch, int& len,
+                  Builder& tensors) {
+    Layer L;
+    const std::string op = j.at("op", where).string(where + ".op");
+    L.in_ch = ch;
+    L.in_len = len;
+    L.out_ch = ch;
+    L.out_len = len;
+    if (op == "relu" || op == "tanh" || op == "leaky_relu") {
+        L.op = op == "relu" ? Op::Relu : op == "tanh" ? Op::Tanh : Op::LeakyRelu;
+        if (L.op == Op::LeakyRelu) {
+            const Json* s = j.find("negative_slope");
+            L.slope = (s && !s->is_null()) ? finite_float(*s, where + ".negative_slope") : 0.01f;
+        }
+        return L;
+    }
+    const Json& wname = j.at("weight", where);
+    const std::vector<std::int64_t> wshape = tensors.shape(wname, where + ".weight");
+    auto take_bias = [&](int out) {
+        const Json* b = j.find("bias");
+        if (!b || b->is_null()) return std::vector<float>(static_cast<std::size_t>(out), 0.0f);
+        return tensors.take(*b, where + ".bias", {out});
+    };
+    auto dim = [&](std::size_t i) -> int {
+        if (wshape[i] < 1 || wshape[i] > kMaxDim) {
+            throw FormatError(where + ".weight has dimension " + std::to_string(wshape[i]) +
+                              " out of range");
+        }
+        return static_cast<int>(wshape[i]);
+    };
+    if (op == "linear") {
+        if (conv) throw FormatError(where + ": 'linear' is not allowed in a conv network");
+        if (wshape.size() != 2) throw FormatError(where + ".weight must be 2-D (out, in)");
+        const int out = dim(0), in = dim(1);
+        if (in != ch) {
+            throw FormatError(where + " expects " + std::to_string(in) + " inputs, previous layer gives " +
+                              std::to_string(ch));
+        }
+        const std::vector<float> w = tensors.take(wname, where + ".weight", {out, in});
+        L.op = Op::Linear;
+        L.out_ch = out;
+        L.b = take_bias(out);
+        // B operand (in, out): y = x . B.
+        L.w.resize(static_cast<std::size_t>(in) * out);
+        for (int o = 0; o < out; ++o)
+            for (int i = 0; i < in; ++i) L.w[static_cast<std::size_t>(i) * out + o] = w[static_cast<std::size_t>(o) * in + i];
+        ch = out;
+        return L;
+    }
+    if (op != "conv1d" && op != "conv_transpose1d") {
+        throw FormatError(where + " has unknown op '" + op + "'");
+    }
+    if (!conv) throw FormatError(where + ": '" + op + "' is not allowed in an mlp network");
+    if (wshape.size() != 3) throw FormatError(where + ".weight must be 3-D");
+    const int k = dim(2);
+    L.kernel = k;
+    L.stride = get_int(j, "stride", where, 1, 4096, 1);
+    L.padding = get_int(j, "padding", where, 0, 4096, 0);
+    const std::size_t K = static_cast<std::size_t>(k);
+    if (op == "conv1d") {
+        const int out = dim(0), in = dim(1);
+        if (in != ch) {
+            throw FormatError(where + " expects " + std::to_string(in) + " input channels, previous layer gives " +
+                              std::to_string(ch));
+        }
+        const std::int64_t span = static_cast<std::int64_t>(len) + 2 * L.padding - k;
+        if (span < 0) throw FormatError(where + ": kernel " + std::to_string(k) + " is longer than its padded input");
+        const std::vector<float> w = tensors.take(wname, where + ".weight", {out, in, k});
+        L.op = Op::Conv1d;
+        L.out_ch = out;
+        L.out_len = static_cast<int>(span / L.stride + 1);
+        L.b = take_bias(out);
+        // B operand (k*in, out): row (tap, in-channel) so a window of the channels-last input is a row of A.
+        L.w.resize(K * in * out);
+        for (int o = 0; o < out; ++o)
+            for (int c = 0; c < in; ++c)
+                for (int t = 0; t < k; ++t)
+                    L.w[(static_cast<std::size_t>(t) * in + c) * out + o] = w[(static_cast<std::size_t>(o) * in + c) * K + t];
+    } else {
+        const int in = dim(0), out = dim(1);
+        if (in != ch) {
+            throw FormatError(where + " expects " + std::to_string(in) + " input channels, previous layer gives " +
+                              std::to_string(ch));
+        }
+        L.output_padding = get_int(j, "output_padding", where, 0, 4096, 0);
+        if (L.output_padding >= L.stride) throw FormatError(where + ": output_padding must be smaller than stride");
+        const std::int64_t out_len = (static_cast<std::int64_t>(len) - 1) * L.stride - 2 * L.padding + k + L.output_padding;
+        if (out_len < 1 || out_len > kMaxDim) throw FormatError(where + " gives output length " + std::to_string(out_len));
+        const std::vector<float> w = tensors.take(wname, where + ".weight", {in, out, k});
+        L.op = Op::ConvTranspose1d;
+        L.out_ch = out;
+        L.out_len = static_cast<int>(out_len);
+        L.b = take_bias(out);
+        // B operand (in, k*out): one GEMM gives every tap's contribution, then col2im adds them.
+        L.w.resize(static_cast<std::size_t>(in) * K * out);
+        for (int c = 0; c < in; ++c)
+            for (int o = 0; o < out; ++o)
+                for (int t = 0; t < k; ++t)
+                    L.w[static_cast<std::size_t>(c) * K * out + static_cast<std::size_t>(t) * out + o] =
+                        w[(static_cast<std::size_t>(c) * out + o) * K + t];
+    }
+    if (static_cast<std::int64_t>(L.out_ch) * L.out_len > kMaxActivation) throw FormatError(where + " output is too large");
+    ch = L.out_ch;
+    len = L.out_len;
+    return L;
+}
+
+std::vector<char> read_file(const std::string& path, const char* what) {
+    std::ifstream f(path, std::ios::binary);
+    if (!f) throw FormatError(std::string("cannot open ") + what + " at " + path);
+    f.seekg(0, std::ios::end);
+    const std::streamoff size = f.tellg();
+    if (size < 0 || static_cast<std::uint64_t>(size) > kMaxFile) throw FormatError(std::string(what) + " is too large or unreadable");
+    f.seekg(0, std::ios::beg);
+    std::vector<char> data(static_cast<std::size_t>(size));
+    if (size > 0 && !f.read(data.data(), size)) throw FormatError(std::string("cannot read ") + what);
+    return data;
+}
+
+}  // namespace
+
+Model Model::load_dir(const std::string& dir) {
+    const std::vector<char> config = read_file(dir + "/config.json", "config.json");
+    const std::vector<char> tensors = read_file(dir + "/model.safetensors", "model.safetensors");
+    return load_bytes(std::string(config.begin(), config.end()),
+                      reinterpret_cast<const std::uint8_t*>(tensors.data()), tensors.size());
+}
+
+Model Model::load_bytes(const std::string& config_json, const std::uint8_t* tensor_bytes,
+                        std::size_t tensors_size) {
+    const Json cfg = Json::parse(config_json);
+    const std::string fmt = cfg.at("format", "config.json").string("config.json format");
+    if (fmt != "memae-ts-bundle") throw FormatError("config.json format is '" + fmt + "', expected 'memae-ts-bundle'");
+    const std::int64_t version = cfg.at("format_version", "config.json").integer("config.json format_version", 1, INT32_MAX);
+    if (version > kFormatVersion) {
+        throw FormatError("bundle format_version " + std::to_string(version) +
+                          " is newer than this runtime supports (" + std::to_string(kFormatVersion) +
+                          "): upgrade memae-ts to load it");
+    }
+    Model m;
+    for (const Json& s : cfg.at("sensors", "config.json").items("config.json sensors")) {
+        m.sensors_.push_back(s.string("config.json sensors[]"));
+    }
+    m.n_sensors_ = static_cast<int>(m.sensors_.size());
+    if (m.n_sensors_ < 1 || m.n_sensors_ > 65536) throw FormatError("config.json sensors must list 1 to 65536 names");
+    m.window_ = static_cast<int>(cfg.at("window", "config.json").integer("config.json window", 1, kMaxDim));
+    if (static_cast<std::int64_t>(m.window_) * m.n_sensors_ > kMaxActivation) throw FormatError("window x sensors is too large");
+
+    const Json& scaler = cfg.at("scaler", "config.json");
+    const auto& center = scaler.at("center", "scaler").items("scaler.center");
+    const auto& scale = scaler.at("scale", "scaler").items("scaler.scale");
+    if (center.size() != m.sensors_.size() || scale.size() != m.sensors_.size()) {
+        throw FormatError("scaler center/scale must have one value per sensor (" + std::to_string(m.n_sensors_) + ")");
+    }
+    for (std::size_t i = 0; i < center.size(); ++i) {
+        m.center_.push_back(center[i].number("scaler.center"));
+        const double s = scale[i].number("scaler.scale");
+        if (!(s > 0.0)) throw FormatError("scaler.scale[" + std::to_string(i) + "] must be positive");
+        m.scale_.push_back(s);
+    }
+    m.threshold_ = cfg.at("threshold", "config.json").at("value", "threshold").number("threshold.value");
+
+    const std::map<std::string, Tensor> tmap = parse_safetensors(tensor_bytes, tensors_size);
+    Builder tensors(tmap);
+    const Json& net = cfg.at("network", "config.json");
+    m.kind_ = net.at("kind", "network").string("network.kind");
+    if (m.kind_ != "conv" && m.kind_ != "mlp") throw FormatError("network.kind '" + m.kind_ + "' is not 'conv' or 'mlp'");
+    const bool conv = m.kind_ == "conv";
+    if (net.at("window", "network").integer("network.window", 1, kMaxDim) != m.window_ ||
+        net.at("n_sensors", "network").integer("network.n_sensors", 1, 65536) != m.n_sensors_) {
+        throw FormatError("network window/n_sensors disagree with config.json window/sensors");
+    }
+    int ch = conv ? m.n_sensors_ : m.window_ * m.n_sensors_;
+    int len = conv ? m.window_ : 1;
+    m.max_act_ = static_cast<std::size_t>(m.window_) * m.n_sensors_;
+    const auto& enc = net.at("encoder", "network").items("network.encoder");
+    const auto& dec = net.at("decoder", "network").items("network.decoder");
+    if (enc.size() > 256 || dec.size() > 256) throw FormatError("network has too many layers");
+    for (std::size_t i = 0; i < enc.size(); ++i) {
+        m.encoder_.push_back(build_layer(enc[i], "encoder[" + std::to_string(i) + "]", conv, ch, len, tensors));
+        m.max_act_ = std::max(m.max_act_, static_cast<std::size_t>(ch) * len);
+    }
+    m.latent_len_ = len;
+    m.latent_dim_ = ch;
+    const Json* mem = net.find("memory");
+    if (mem && !mem->is_null()) {
+        Memory& M = m.memory_;
+        const std::string w = "network.memory";
+        M.slots = get_int(*mem, "slots", w, 1, 1 << 22, -1);
+        M.dim = get_int(*mem, "dim", w, 1, kMaxDim, -1);
+        if (M.dim != ch) {
+            throw FormatError("memory dim " + std::to_string(M.dim) + " does not match the encoder output (" +
+                              std::to_string(ch) + ")");
+        }
+        const std::string addressing = mem->at("addressing", w).string(w + ".addressing");
+        if (addressing != "cosine" && addressing != "dot") throw FormatError(w + ".addressing must be 'cosine' or 'dot'");
+        M.cosine = addressing == "cosine";
+        M.temperature = finite_float(mem->at("temperature", w), w + ".temperature");
+        if (!(M.temperature > 0.0f)) throw FormatError(w + ".temperature must be positive");
+        M.shrink = finite_float(mem->at("shrink_threshold", w), w + ".shrink_threshold");
+        if (M.shrink < 0.0f || M.shrink >= 1.0f) throw FormatError(w + ".shrink_threshold must be in [0, 1)");
+        const Json* eps = mem->find("epsilon");
+        M.epsilon = (eps && !eps->is_null()) ? finite_float(*eps, w + ".epsilon") : 1e-12f;
+        if (M.epsilon < 0.0f) throw FormatError(w + ".epsilon must not be negative");
+        M.m = tensors.take(mem->at("weight", w), w + ".weight", {M.slots, M.dim});
+        M.mt.resize(M.m.size());
+        M.inv_norm.resize(static_cast<std::size_t>(M.slots));
+        for (int i = 0; i < M.slots; ++i) {
+            double ss = 0.0;
+            for (int c = 0; c < M.dim; ++c) {
+                const float v = M.m[static_cast<std::size_t>(i) * M.dim + c];
+                M.mt[static_cast<std::size_t>(c) * M.slots + i] = v;
+                ss += static_cast<double>(v) * v;
+            }
+            M.inv_norm[static_cast<std::size_t>(i)] = static_cast<float>(1.0 / std::max(std::sqrt(ss), 1e-12));
+        }
+        m.has_memory_ = true;
+    }
+    for (std::size_t i = 0; i < dec.size(); ++i) {
+        m.decoder_.push_back(build_layer(dec[i], "decoder[" + std::to_string(i) + "]", conv, ch, len, tensors));
+        m.max_act_ = std::max(m.max_act_, static_cast<std::size_t>(ch) * len);
+    }
+    const bool shape_ok = conv ? (ch == m.n_sensors_ && len == m.window_) : (ch == m.window_ * m.n_sensors_);
+    if (!shape_ok) {
+        throw FormatError("decoder output (" + std::to_string(ch) + " x " + std::to_string(len) +
+                          ") does not match the window (" + std::to_string(m.window_) + " x " +
+                          std::to_string(m.n_sensors_) + ")");
+    }
+    m.kernels_ = &select_kernels();
+    return m;
+}
+
+namespace {
+
+struct Scratch {
+    std::vector<float> xs, a, b, pad, cols, sims, val;
+    std::vector<std::int32_t> idx;
+};
+
+void apply_activation(const Layer& L, const KernelTable& k, float* x, std::size_t n) {
+    switch (L.op) {
+        case Op::Relu: k.leaky_relu(x, static_cast<int>(n), 0.0f); break;
+        case Op::LeakyRelu: k.leaky_relu(x, static_cast<int>(n), L.slope); break;
+        case Op::Tanh:
+            for (std::size_t i = 0; i < n; ++i) x[i] = std::tanh(x[i]);
+            break;
+        default: break;
+    }
+}
+
+/// One layer for `nb` samples, channels-last (length, channels) per sample, from `in` to `out`.
+void apply_layer(const Layer& L, const KernelTable& k, int nb, const float* in, float* out, Scratch& s) {
+    const std::size_t in_sz = static_cast<std::size_t>(L.in_ch) * L.in_len;
+    const std::size_t out_sz = static_cast<std::size_t>(L.out_ch) * L.out_len;
+    switch (L.op) {
+        case Op::Linear:
+            k.gemm(nb, L.out_ch, L.in_ch, in, L.in_ch, L.w.data(), L.out_ch, out, L.out_ch, L.b.data());
+            return;
+        case Op::Conv1d:
+            for (int n = 0; n < nb; ++n) {
+                const float* x = in + n * in_sz;
+                if (L.padding > 0) {
+                    // Zero-padded copy, so every output position reads one contiguous A row.
+                    const std::size_t off = static_cast<std::size_t>(L.padding) * L.in_ch;
+                    std::fill(s.pad.begin(), s.pad.begin() + static_cast<std::ptrdiff_t>(off), 0.0f);
+                    std::copy(x, x + in_sz, s.pad.begin() + static_cast<std::ptrdiff_t>(off));
+                    std::fill(s.pad.begin() + static_cast<std::ptrdiff_t>(off + in_sz),
+                              s.pad.begin() + static_cast<std::ptrdiff_t>(2 * off + in_sz), 0.0f);
+                    x = s.pad.data();
+                }
+                k.gemm(L.out_len, L.out_ch, L.kernel * L.in_ch, x, L.stride * L.in_ch, L.w.data(), L.out_ch,
+                       out + n * out_sz, L.out_ch, L.b.data());
+            }
+            return;
+        case Op::ConvTranspose1d: {
+            const int kc = L.kernel * L.out_ch;
+            for (int n = 0; n < nb; ++n) {
+                float* y = out + n * out_sz;
+                for (int t = 0; t < L.out_len; ++t) std::copy(L.b.begin(), L.b.end(), y + static_cast<std::size_t>(t) * L.out_ch);
+                k.gemm(L.in_len, kc, L.in_ch, in + n * in_sz, L.in_ch, L.w.data(), kc, s.cols.data(), kc, nullptr);
+                for (int t = 0; t < L.in_len; ++t) {
+                    for (int tap = 0; tap < L.kernel; ++tap) {
+                        const int pos = t * L.stride - L.padding + tap;
+                        if (pos < 0 || pos >= L.out_len) continue;
+                        k.axpy(L.out_ch, 1.0f, s.cols.data() + static_cast<std::size_t>(t) * kc + static_cast<std::size_t>(tap) * L.out_ch,
+                               y + static_cast<std::size_t>(pos) * L.out_ch);
+                    }
+                }
+            }
+            return;
+        }
+        default:
+            if (in != out) std::copy(in, in + nb * in_sz, out);
+            apply_activation(L, k, out, nb * out_sz);
+            return;
+    }
+}
+
+}  // namespace
+
+void Model::run(const float* windows, int batch, const Outputs& out, int threads) const {
+    if (batch < 0) throw std::invalid_argument("batch must not be negative");
+    const std::size_t per = static_cast<std::size_t>(window_) * n_sensors_;
+    for (std::size_t i = 0; i < per * static_cast<std::size_t>(batch); ++i) {
+        if (!std::isfinite(windows[i])) {
+            throw std::invalid_argument("windows contain NaN or Inf (window " + std::to_string(i / per) + ", row " +
+                                        std::to_string((i % per) / n_sensors_) + ", sensor " +
+                                        std::to_string(i % n_sensors_) + "); fill or drop missing values first");
+        }
+    }
+    threads = std::max(1, std::min(threads, batch / kChunk));
+    if (threads == 1) {
+        run_range(windows, 0, batch, out);
+        return;
+    }
+    std::vector<std::thread> pool;
+    std::vector<std::exception_ptr> errors(static_cast<std::size_t>(threads));
+    const int step = (batch + threads - 1) / threads;
+    for (int t = 0; t < threads; ++t) {
+        const int b = t * step, e = std::min(batch, b + step);
+        auto work = [&, t, b, e]() {
+            try {
+                run_range(windows, b, e, out);
+            } catch (...) {
+                errors[static_cast<std::size_t>(t)] = std::current_exception();
+            }
+        };
+        if (t + 1 == threads) work();
+        else pool.emplace_back(work);
+    }
+    for (auto& th : pool) th.join();
+    for (auto& e : errors) {
+        if (e) std::rethrow_exception(e);
+    }
+}
+
+void Model::run_range(const float* windows, int begin, int end, const Outputs& out) const {
+    const KernelTable& k = *kernels_;
+    const int S = n_sensors_, Wn = window_;
+    const std::size_t per = static_cast<std::size_t>(Wn) * S;
+    Scratch s;
+    std::size_t pad = 0, cols = 0;
+    for (const auto* layers : {&encoder_, &decoder_}) {
+        for (const Layer& L : *layers) {
+            if (L.op == Op::Conv1d) pad = std::max(pad, static_cast<std::size_t>(L.in_len + 2 * L.padding) * L.in_ch);
+            if (L.op == Op::ConvTranspose1d) cols = std::max(cols, static_cast<std::size_t>(L.in_len) * L.kernel * L.out_ch);
+        }
+    }
+    const int chunk = std::min(kChunk, std::max(1, end - begin));
+    s.xs.resize(per * chunk);
+    s.a.resize(max_act_ * chunk);
+    s.b.resize(max_act_ * chunk);
+    s.pad.resize(pad);
+    s.cols.resize(cols);
+    if (has_memory_) {
+        s.sims.resize(static_cast<std::size_t>(kQueryBlock) * memory_.slots);
+        s.idx.resize(static_cast<std::size_t>(memory_.slots));
+        s.val.resize(static_cast<std::size_t>(memory_.slots));
+    }
+    for (int b0 = begin; b0 < end; b0 += chunk) {
+        const int nb = std::min(chunk, end - b0);
+        // Scaling in double, like the numpy reference: raw sensor values can carry large offsets.
+        const float* raw = windows + per * b0;
+        for (std::size_t i = 0; i < per * nb; ++i) {
+            const std::size_t j = i % static_cast<std::size_t>(S);
+            s.xs[i] = static_cast<float>((static_cast<double>(raw[i]) - center_[j]) / scale_[j]);
+        }
+        const float* cur = s.xs.data();
+        float* nxt = s.a.data();
+        float* other = s.b.data();
+        auto run_layers = [&](const std::vector<Layer>& layers) {
+            for (const Layer& L : layers) {
+                apply_layer(L, k, nb, cur, nxt, s);
+                cur = nxt;
+                std::swap(nxt, other);
+            }
+        };
+        run_layers(encoder_);
+        if (has_memory_) {
+            // Latent rows (one per sample for mlp, one per time step for conv) are the queries;
+            // `cur` is writable scratch unless the encoder is empty.
+            if (cur == s.xs.data()) {
+                std::copy(cur, cur + per * nb, nxt);
+                cur = nxt;
+                std::swap(nxt, other);
+            }
+            float* z = const_cast<float*>(cur);
+            const Memory& M = memory_;
+            const int nq = nb * latent_len_;
+            for (int q0 = 0; q0 < nq; q0 += kQueryBlock) {
+                const int qb = std::min(kQueryBlock, nq - q0);
+                k.gemm(qb, M.slots, M.dim, z + static_cast<std::size_t>(q0) * M.dim, M.dim, M.mt.data(), M.slots,
+                       s.sims.data(), M.slots, nullptr);
+                for (int r = 0; r < qb; ++r) {
+                    float* zr = z + static_cast<std::size_t>(q0 + r) * M.dim;
+                    float* row = s.sims.data() + static_cast<std::size_t>(r) * M.slots;
+                    float scale = 1.0f / M.temperature;
+                    if (M.cosine) {
+                        const float norm = std::sqrt(k.dot(M.dim, zr, zr));
+                        scale = 1.0f / (std::max(norm, 1e-12f) * M.temperature);
+                    }
+                    const float mx = k.scale_max(row, M.slots, scale, M.cosine ? M.inv_norm.data() : nullptr);
+                    const float inv_sum = 1.0f / k.exp_sum(row, M.slots, mx);
+                    // Shrinkage keeps w > lambda only, so select those first and work sparsely.
+                    const float thr = M.shrink > 0.0f ? M.shrink : -1.0f;
+                    const int cnt = k.select_gt(row, M.slots, inv_sum, thr, s.idx.data(), s.val.data());
+                    double total = 0.0;
+                    for (int i = 0; i < cnt; ++i) {
+                        float w = s.val[static_cast<std::size_t>(i)];
+                        if (M.shrink > 0.0f) {
+                            const float d = w - M.shrink;
+                            w = d * w / (std::fabs(d) + M.epsilon);
+                            s.val[static_cast<std::size_t>(i)] = w;
+                        }
+                        total += w;
+                    }
+                    const float inv_total = static_cast<float>(1.0 / std::max(total, 1e-12));
+                    std::fill(zr, zr + M.dim, 0.0f);
+                    for (int i = 0; i < cnt; ++i) {
+                        const float w = s.val[static_cast<std::size_t>(i)] * inv_total;
+                        s.val[static_cast<std::size_t>(i)] = w;
+                        k.axpy(M.dim, w, M.m.data() + static_cast<std::size_t>(s.idx[static_cast<std::size_t>(i)]) * M.dim, zr);
+                    }
+                    if (out.attention) {
+                        float* att = out.attention + (static_cast<std::size_t>(b0) * latent_len_ + q0 + r) * M.slots;
+                        std::fill(att, att + M.slots, 0.0f);
+                        for (int i = 0; i < cnt; ++i) att[s.idx[static_cast<std::size_t>(i)]] = s.val[static_cast<std::size_t>(i)];
+                    }
+                }
+            }
+        }
+        run_layers(decoder_);
+        const float* rec = cur;
+        if (out.reconstruction) std::copy(rec, rec + per * nb, out.reconstruction + per * b0);
+        if (out.scores || out.contributions) {
+            std::vector<float> acc(static_cast<std::size_t>(S));
+            for (int n = 0; n < nb; ++n) {
+                std::fill(acc.begin(), acc.end(), 0.0f);
+                k.sq_err_cols(s.xs.data() + per * n, rec + per * n, Wn, S, acc.data());
+                double total = 0.0;
+                for (int j = 0; j < S; ++j) {
+                    const float c = acc[static_cast<std::size_t>(j)] / static_cast<float>(Wn);
+                    if (out.contributions) out.contributions[static_cast<std::size_t>(b0 + n) * S + j] = c;
+                    total += c;
+                }
+                if (out.scores) out.scores[b0 + n] = static_cast<float>(total / S);
+            }
+        }
+    }
+}
+
+}  // namespace memae

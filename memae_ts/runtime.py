@@ -1,0 +1,136 @@
+"""The C++ edge runtime behind a small Python face.
+
+`Runtime.load(bundle_dir)` validates the bundle in C++ (bounds-checked JSON and safetensors
+parsing, graph shapes, finite weights) and scores windows with SIMD kernels chosen for this CPU.
+It never imports torch, so a gateway needs only numpy and this package. The C++ model is
+immutable and every call has its own scratch memory, and compute runs without the GIL: one
+Runtime can serve many threads at once.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from memae_ts import _runtime
+from memae_ts.errors import BundleError, DataError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from memae_ts.bundle import Bundle
+
+__all__ = ["Runtime", "available_isas"]
+
+
+def available_isas() -> list[str]:
+    """Kernel tables this CPU can run, best last (the runtime uses the last one)."""
+    return list(_runtime.available_isas())
+
+
+class Runtime:
+    """A loaded bundle ready to score raw windows shaped (batch, window, sensors)."""
+
+    name = "runtime"
+
+    def __init__(self, model: _runtime.Model, path: str | None = None, threads: int = 1) -> None:
+        if threads < 1:
+            raise ValueError(f"threads must be at least 1, got {threads}")
+        self._model = model
+        self.path = path
+        self.threads = threads
+        self._bundle: Bundle | None = None
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], threads: int = 1) -> Runtime:
+        """Load `path` (a bundle directory). `threads` > 1 splits large batches across threads."""
+        root = Path(path)
+        if not root.is_dir():
+            raise BundleError(f"{root}: model bundle directory not found")
+        try:
+            model = _runtime.Model.load(str(root))
+        except _runtime.FormatError as exc:
+            raise BundleError(f"{root}: {exc}") from None
+        return cls(model, str(root), threads)
+
+    @classmethod
+    def from_bytes(cls, config: bytes, tensors: bytes, threads: int = 1) -> Runtime:
+        """Load from the bytes of config.json and model.safetensors (no files needed)."""
+        try:
+            model = _runtime.Model.from_bytes(config, tensors)
+        except _runtime.FormatError as exc:
+            raise BundleError(str(exc)) from None
+        return cls(model, None, threads)
+
+    @property
+    def bundle(self) -> Bundle:
+        """The bundle as the Python side sees it (loaded on first use, for engine parity)."""
+        if self._bundle is None:
+            if self.path is None:
+                raise BundleError("this runtime was loaded from bytes and has no bundle directory")
+            from memae_ts.bundle import load_bundle
+
+            self._bundle = load_bundle(self.path)
+        return self._bundle
+
+    @property
+    def window(self) -> int:
+        return int(self._model.window)
+
+    @property
+    def sensors(self) -> list[str]:
+        return list(self._model.sensors)
+
+    @property
+    def threshold(self) -> float:
+        return float(self._model.threshold)
+
+    @property
+    def isa(self) -> str:
+        """Kernel table in use, e.g. 'avx512_6x32' (ISA and GEMM register tile)."""
+        return str(self._model.isa)
+
+    def _windows(self, windows: Any) -> np.ndarray:
+        """Shape/dtype checks with actionable messages; C-contiguous float32 passes uncopied."""
+        if not isinstance(windows, np.ndarray):
+            raise DataError(f"windows must be a numpy array, got {type(windows).__name__}")
+        if windows.dtype != np.float32:
+            raise DataError(
+                f"windows must be float32, got {windows.dtype}; convert with windows.astype(np.float32)"
+            )
+        expected = (self._model.window, self._model.n_sensors)
+        if windows.ndim != 3 or windows.shape[1:] != expected:
+            raise DataError(
+                f"windows must have shape (batch, {expected[0]}, {expected[1]}), got {windows.shape}"
+            )
+        return windows if windows.flags.c_contiguous else np.ascontiguousarray(windows)
+
+    def _call(self, method: Any, windows: Any) -> Any:
+        try:
+            return method(self._windows(windows), self.threads)
+        except ValueError as exc:  # NaN/Inf input found by the C++ side
+            raise DataError(str(exc)) from None
+
+    def score(self, windows: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Window scores (B,) and per-sensor contributions (B, S); float32."""
+        scores, contributions = self._call(self._model.score, windows)
+        return scores, contributions
+
+    def normalised_score(self, windows: Any) -> np.ndarray:
+        """Scores divided by the bundle threshold: 1.0 is the alarm line."""
+        return self.score(windows)[0] / np.float32(self.threshold)
+
+    def reconstruct(self, windows: Any) -> np.ndarray:
+        """Reconstructions in scaled units (B, window, sensors), as the numpy engine returns."""
+        return self._call(self._model.reconstruct, windows)
+
+    def attention(self, windows: Any) -> np.ndarray | None:
+        """Memory addressing weights after shrinkage, (B, L, slots) for conv, (B, slots) for mlp.
+
+        None when the model has no memory module (plain autoencoder), like the other engines.
+        """
+        if self._model.memory_slots == 0:
+            return None
+        weights = self._call(self._model.attention, windows)
+        return weights[:, 0, :] if self._model.kind == "mlp" else weights
