@@ -130,6 +130,9 @@ class WindowBuffers:
             return None
         return state.window_view()
 
+    def assets_in(self, partitions: set[int]) -> list[str]:
+        return [a for a, s in self._assets.items() if s.partition in partitions]
+
     def drop_partitions(self, partitions: set[int]) -> None:
         """Forget assets of partitions this consumer no longer owns (their state is rebuilt
         by whoever owns them next)."""

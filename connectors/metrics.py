@@ -142,6 +142,16 @@ class EdgeMetrics:
         for partition, lag in lags.items():
             self.lag.labels(partition=str(partition)).set(lag)
 
+    def forget_assets(self, assets: Iterable[str]) -> None:
+        """Drop the latest-score series of assets another daemon now scores, so a stale value
+        here cannot keep an alert firing (``max by (asset)`` over daemons)."""
+        for asset in assets:
+            for metric in (self.score, self.normalised, self.flag):
+                try:
+                    metric.remove(asset)
+                except KeyError:
+                    pass
+
     def forget_partitions(self, partitions: Iterable[int]) -> None:
         """Drop lag series of revoked partitions so sum() only counts what this daemon owns."""
         for p in partitions:

@@ -210,6 +210,7 @@ class StreamProcessor:
         log.info("partitions revoked", extra={"partitions": sorted(partitions)})
         if self._pending.next_offsets:
             log.error("uncommitted work at revocation", extra={"offsets": self._pending.next_offsets})
+        self.metrics.forget_assets(self.buffers.assets_in(partitions))
         self.buffers.drop_partitions(partitions)
         for p in partitions:
             self._lags_seen.pop(p, None)

@@ -21,7 +21,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--config", help="TOML config file (environment MEMAE_TS_<SECTION>_<KEY> overrides it)")
     p.add_argument("--check", action="store_true", help="validate the config and the model, then exit")
-    p.set_defaults(func=run_edge)
+    p.set_defaults(handler=run_edge)
 
     r = subparsers.add_parser(
         "replay",
@@ -38,7 +38,7 @@ def register(subparsers: Any) -> None:
     r.add_argument("--time-column", default=None)
     r.add_argument("--model", default=None, help="bundle whose sensor list (and order) to send")
     r.add_argument("--compact", action="store_true", help="compact array form [ts, v0, v1, ...]")
-    r.set_defaults(func=run_replay)
+    r.set_defaults(handler=run_replay)
 
 
 def run_edge(args: argparse.Namespace) -> int:
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="memae-ts")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    return int(args.func(args))
+    return int(args.handler(args))
 
 
 if __name__ == "__main__":

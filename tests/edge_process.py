@@ -1,0 +1,184 @@
+"""Run ``memae-ts edge`` as a real subprocess (so SIGTERM/SIGKILL/SIGHUP are real) and read
+Kafka topics back. Used by the edge tests and bench/stream.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka_service import REPO, free_port
+
+
+@dataclass
+class Record:
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, bytes]
+    partition: int
+    offset: int
+
+    def json(self) -> Any:
+        assert self.value is not None
+        return json.loads(self.value)
+
+
+def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -> list[Record]:
+    """Every record of ``topic`` from the beginning, once ``expected`` are there (or timeout)."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=500
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        parts: set[int] | None = None
+        while parts is None and time.monotonic() < deadline:
+            parts = consumer.partitions_for_topic(topic)
+            if parts is None:
+                time.sleep(0.2)
+        if parts is None:
+            return []
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        out: list[Record] = []
+        while time.monotonic() < deadline:
+            for m in consumer:
+                out.append(Record(m.key, m.value, dict(m.headers or []), m.partition, m.offset))
+            if len(out) >= expected:
+                # Drain briefly to catch extras (duplicates) that are already there.
+                for m in consumer:
+                    out.append(Record(m.key, m.value, dict(m.headers or []), m.partition, m.offset))
+                break
+        return out
+    finally:
+        consumer.close()
+
+
+class EdgeProcess:
+    """One ``memae-ts edge`` daemon with its own config file, port and log."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        bootstrap: str,
+        input_topic: str,
+        output_topic: str,
+        dead_letter_topic: str,
+        group: str,
+        model: Path,
+        batch_size: int = 200,
+        client_id: str = "edge-test",
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.config = self.workdir / "edge.toml"
+        self.config.write_text(
+            "[kafka]\n"
+            f'brokers = ["{bootstrap}"]\n'
+            f'input_topic = "{input_topic}"\n'
+            f'output_topic = "{output_topic}"\n'
+            f'dead_letter_topic = "{dead_letter_topic}"\n'
+            f'group_id = "{group}"\n'
+            f'client_id = "{client_id}"\n'
+            "session_timeout_ms = 6000\n"
+            "[model]\n"
+            f'path = "{model}"\n'
+            "[processing]\n"
+            f"batch_size = {batch_size}\n"
+            "poll_timeout_ms = 100\n"
+            "[http]\n"
+            'host = "127.0.0.1"\n'
+            f"port = {self.port}\n"
+        )
+        self.env = {**os.environ, **(extra_env or {})}
+        self.log = self.workdir / "edge.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, wait_ready: bool = True, timeout: float = 30.0) -> EdgeProcess:
+        log = open(self.log, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "memae_ts.cli", "edge", "--config", str(self.config)],
+            cwd=REPO,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        if wait_ready:
+            self.wait_ready(timeout)
+        return self
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=2) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"edge daemon exited {self.proc.returncode}:\n{self.logs()}")
+            try:
+                if self.get("/readyz")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"edge daemon not ready in {timeout}s:\n{self.logs()}")
+
+    def metrics(self) -> str:
+        return self.get("/metrics")[1].decode()
+
+    def send(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+            raise
+        return code
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def log_events(self) -> list[dict[str, Any]]:
+        events = []
+        for line in self.logs().splitlines():
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return events
