@@ -359,7 +359,7 @@ def _sorted_and_deduplicated(data: SensorData) -> SensorData:
             return data
         order = np.argsort(data.assets, kind="stable")
         return _take(data, order)
-    times = data.timestamps.asi8
+    times = data.timestamps.as_unit("ns").asi8
     assets = data.assets if data.assets is not None else np.zeros(len(data), dtype=object)
     asset_codes, _ = pd.factorize(assets, sort=False)
     order = np.lexsort((times, asset_codes))
@@ -372,7 +372,7 @@ def _sorted_and_deduplicated(data: SensorData) -> SensorData:
             )
         data = _take(data, order)
         asset_codes = asset_codes[order]
-        times = data.timestamps.asi8  # type: ignore[union-attr]
+        times = data.timestamps.as_unit("ns").asi8  # type: ignore[union-attr]
     same = np.flatnonzero((np.diff(times) == 0) & (np.diff(asset_codes) == 0))
     if same.size:
         lines = ", ".join(str(data.row_numbers[i + 1]) for i in same[:5])

@@ -68,6 +68,7 @@ class MemAE:
         max_fill: int = 3,
         time_column: str | None = None,
         asset_column: str | None = None,
+        label_column: str | None = None,
         exclude: Sequence[str] = (),
         seed: int = 0,
         device: str = "auto",
@@ -102,6 +103,7 @@ class MemAE:
         self.max_fill = max_fill
         self.time_column = time_column
         self.asset_column = asset_column
+        self.label_column = label_column
         self.exclude = exclude
         self.seed = seed
         self.device = device
@@ -128,7 +130,7 @@ class MemAE:
             "asset_column": self.asset_column,
             "sensors": sensors,
             "exclude": () if sensors is not None else tuple(self.exclude),
-            "label_column": label_column,
+            "label_column": label_column if sensors is not None else (label_column or self.label_column),
         }
         if isinstance(X, pd.DataFrame):
             return frame_to_sensor_data(X, **kwargs)

@@ -35,7 +35,7 @@ def median_period_seconds(data: SensorData) -> float | None:
     """The typical sampling period, from positive time steps within each asset."""
     if data.timestamps is None or len(data) < 2:
         return None
-    steps = np.diff(data.timestamps.asi8).astype(np.float64) / 1e9
+    steps = np.diff(data.timestamps.as_unit("ns").asi8).astype(np.float64) / 1e9
     if data.assets is not None:
         steps = steps[data.assets[1:] == data.assets[:-1]]
     steps = steps[steps > 0]
@@ -68,7 +68,7 @@ def segment(data: SensorData, *, max_gap_seconds: float | None, max_fill_rows: i
     if data.assets is not None and n > 1:
         boundary[1:] |= data.assets[1:] != data.assets[:-1]
     if data.timestamps is not None and max_gap_seconds is not None and n > 1:
-        steps = np.diff(data.timestamps.asi8) / 1e9
+        steps = np.diff(data.timestamps.as_unit("ns").asi8) / 1e9
         boundary[1:] |= steps > max_gap_seconds
     # Invalid rows end a run; the next valid row starts a new one.
     boundary[1:] |= ~valid[:-1]

@@ -1,0 +1,83 @@
+"""The `memae-ts` command line.
+
+Each command lives in its own module with a `register(subparsers)` function; this file only
+assembles them and turns library errors into one readable line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+import warnings
+from collections.abc import Sequence
+
+from memae_ts import __version__
+from memae_ts.errors import MemaeError
+
+COMMAND_MODULES = [
+    "memae_ts.commands.fit",
+    "memae_ts.commands.score",
+    "memae_ts.commands.evaluate",
+    "memae_ts.commands.plot",
+    "memae_ts.commands.info",
+    "memae_ts.commands.demo_data",
+    "edge.cli",
+]
+
+DESCRIPTION = """\
+Unsupervised anomaly detection for industrial sensor data with a memory-augmented autoencoder.
+
+Typical use:
+  memae-ts fit history.csv -o pump-model           learn normal operation
+  memae-ts score pump-model today.csv -o scores.csv
+  memae-ts evaluate pump-model labelled.csv --label-column anomaly
+  memae-ts plot pump-model today.csv -o today.png
+  memae-ts info pump-model
+
+Run 'memae-ts COMMAND --help' for the options and examples of each command.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="memae-ts", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"memae-ts {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as exc:  # a command whose optional part is not installed
+            logging.getLogger(__name__).debug("command module %s unavailable: %s", name, exc)
+            continue
+        module.register(subparsers)
+    return parser
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # type: ignore[no-untyped-def]
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("memae_ts").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    warnings.showwarning = _show_warning
+    try:
+        result = args.handler(args)
+    except MemaeError as exc:
+        print(f"memae-ts {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
