@@ -1,0 +1,121 @@
+"""Live window buffers: same windows as offline scoring, and exact rebuild points for commits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from connectors.buffers import WindowBuffers
+from connectors.messages import InvalidMessage, Reading
+from memae_ts.data import load_csv
+from memae_ts.windows import gather, segment, window_ends
+
+
+def reading(asset: str, ts: float, *values: float) -> Reading:
+    return Reading(asset, ts, np.array(values, dtype=np.float64))
+
+
+def test_first_window_after_window_rows_then_one_per_row_in_time_order():
+    buf = WindowBuffers(3, 2)
+    out = [buf.push(reading("a", t, t, -t), 0, int(t)) for t in range(5)]
+    assert out[0] is None and out[1] is None
+    np.testing.assert_array_equal(out[4], [[2, -2], [3, -3], [4, -4]])
+
+
+def test_assets_do_not_mix():
+    buf = WindowBuffers(2, 1)
+    assert buf.push(reading("a", 0, 1), 0, 0) is None
+    assert buf.push(reading("b", 0, 100), 0, 1) is None
+    np.testing.assert_array_equal(buf.push(reading("a", 60, 2), 0, 2), [[1], [2]])
+    np.testing.assert_array_equal(buf.push(reading("b", 60, 200), 0, 3), [[100], [200]])
+
+
+def test_a_time_gap_restarts_the_series():
+    buf = WindowBuffers(2, 1, max_gap_seconds=120)
+    buf.push(reading("a", 0, 1), 0, 0)
+    assert buf.push(reading("a", 181, 2), 0, 1) is None
+    np.testing.assert_array_equal(buf.push(reading("a", 241, 3), 0, 2), [[2], [3]])
+
+
+def test_short_dropouts_are_forward_filled_long_ones_break_the_series():
+    buf = WindowBuffers(2, 2, max_fill_rows=2)
+    nan = float("nan")
+    buf.push(reading("a", 0, 1, 10), 0, 0)
+    np.testing.assert_array_equal(buf.push(reading("a", 1, nan, 11), 0, 1), [[1, 10], [1, 11]])
+    np.testing.assert_array_equal(buf.push(reading("a", 2, nan, 12), 0, 2), [[1, 11], [1, 12]])
+    assert buf.push(reading("a", 3, nan, 13), 0, 3) is None  # third missing row: not filled
+    assert buf.push(reading("a", 4, 5, 14), 0, 4) is None  # series restarts here
+    np.testing.assert_array_equal(buf.push(reading("a", 5, 6, 15), 0, 5), [[5, 14], [6, 15]])
+
+
+def test_a_missing_first_value_cannot_be_filled():
+    buf = WindowBuffers(1, 1, max_fill_rows=3)
+    assert buf.push(reading("a", 0, float("nan")), 0, 0) is None
+    np.testing.assert_array_equal(buf.push(reading("a", 1, 1), 0, 1), [[1]])
+
+
+def test_going_back_in_time_is_rejected_beyond_the_tolerance_and_not_added():
+    buf = WindowBuffers(2, 1, backwards_tolerance_seconds=5)
+    buf.push(reading("a", 100, 1), 0, 0)
+    with pytest.raises(InvalidMessage) as err:
+        buf.push(reading("a", 94, 2), 0, 1)
+    assert err.value.reason == "time_backwards"
+    np.testing.assert_array_equal(buf.push(reading("a", 97, 3), 0, 2), [[1], [3]])
+
+
+def test_rebuild_offsets_point_at_the_oldest_row_a_future_window_needs():
+    buf = WindowBuffers(3, 1)
+    # partition 0 carries a and b interleaved, partition 1 carries c
+    for off, (asset, ts) in enumerate([("a", 0), ("b", 0), ("a", 1), ("b", 1), ("a", 2), ("a", 3)]):
+        buf.push(reading(asset, ts, 0), 0, off)
+    buf.push(reading("c", 0, 0), 1, 40)
+    # a needs its last 2 rows (offsets 4, 5); b needs offsets 1, 3 -> partition 0 from 1
+    assert buf.rebuild_offsets() == {0: 1, 1: 40}
+
+
+def test_idle_assets_do_not_pin_the_rebuild_point():
+    buf = WindowBuffers(3, 1)
+    buf.push(reading("idle", 0, 0), 0, 0)
+    for off, ts in enumerate(range(1000, 1003), start=1):
+        buf.push(reading("busy", ts, 0), 0, off)
+    assert buf.rebuild_offsets() == {0: 0}
+    assert buf.rebuild_offsets(stale_after_seconds=180) == {0: 2}
+
+
+def test_dropping_partitions_forgets_their_assets():
+    buf = WindowBuffers(2, 1)
+    buf.push(reading("a", 0, 0), 0, 0)
+    buf.push(reading("b", 0, 0), 1, 0)
+    assert buf.assets_in({1}) == ["b"]
+    buf.drop_partitions({1})
+    assert len(buf) == 1 and buf.rebuild_offsets() == {0: 0}
+
+
+def test_live_windows_equal_offline_windows(tmp_path):
+    """Random gaps and dropouts: every window the buffers emit is the offline window of that row."""
+    rng = np.random.default_rng(3)
+    n, window, max_gap, max_fill = 400, 8, 150.0, 2
+    steps = np.where(rng.random(n) < 0.03, 600, 60)
+    times = pd.Timestamp("2026-11-01", tz="UTC") + pd.to_timedelta(np.cumsum(steps), unit="s")
+    values = rng.normal(size=(n, 3)).round(4)
+    for start in rng.integers(0, n, 25):
+        values[start : start + rng.integers(1, 5), rng.integers(0, 3)] = np.nan
+    frame = pd.DataFrame(values, columns=["s1", "s2", "s3"])
+    frame.insert(0, "timestamp", times.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    frame.to_csv(tmp_path / "d.csv", index=False)
+
+    data = load_csv(str(tmp_path / "d.csv"))
+    segments = segment(data, max_gap_seconds=max_gap, max_fill_rows=max_fill)
+    ends = window_ends(segments, window)
+    offline = dict(zip(ends.tolist(), gather(segments.values, ends, window), strict=True))
+
+    buf = WindowBuffers(window, 3, max_gap_seconds=max_gap, max_fill_rows=max_fill)
+    live = {}
+    for i in range(n):
+        w = buf.push(Reading("a", times[i].timestamp(), values[i]), 0, i)
+        if w is not None:
+            live[i] = w.copy()
+    assert sorted(live) == sorted(offline)
+    for i, w in live.items():
+        np.testing.assert_array_equal(w, offline[i])

@@ -1,0 +1,84 @@
+"""edge.toml plus MEMAE_TS_<SECTION>_<KEY> environment overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edge.config import ConfigError, EdgeConfig
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "edge" / "deploy" / "edge.example.toml"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "edge.toml"
+    path.write_text(text)
+    return path
+
+
+def test_file_values_then_environment_overrides(tmp_path):
+    path = write(
+        tmp_path,
+        '[kafka]\nbrokers = ["k1:9092"]\ngroup_id = "plant-a"\n[processing]\nbatch_size = 64\n',
+    )
+    env = {
+        "MEMAE_TS_KAFKA_BROKERS": "k2:9093, k3:9093",
+        "MEMAE_TS_PROCESSING_BATCH_SIZE": "128",
+        "MEMAE_TS_KAFKA_SSL_CHECK_HOSTNAME": "false",
+        "MEMAE_TS_HTTP_PORT": "9200",
+        "UNRELATED": "x",
+    }
+    cfg = EdgeConfig.load(path, env)
+    assert cfg.kafka.brokers == ["k2:9093", "k3:9093"]
+    assert cfg.kafka.group_id == "plant-a"
+    assert cfg.processing.batch_size == 128
+    assert cfg.kafka.ssl_check_hostname is False
+    assert cfg.http.port == 9200
+
+
+def test_security_settings_reach_the_kafka_client_unchanged(tmp_path):
+    cfg = EdgeConfig.load(
+        write(tmp_path, '[kafka]\nsecurity_protocol = "SASL_SSL"\nsasl_mechanism = "SCRAM-SHA-512"\n'
+              'sasl_plain_username = "edge"\nssl_cafile = "/etc/ca.pem"\n'),
+        {"MEMAE_TS_KAFKA_SASL_PLAIN_PASSWORD": "s3cret"},
+    )
+    client = cfg.kafka.client_config()
+    assert client["security_protocol"] == "SASL_SSL"
+    assert client["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert client["sasl_plain_username"] == "edge"
+    assert client["sasl_plain_password"] == "s3cret"
+    assert client["ssl_cafile"] == "/etc/ca.pem"
+    assert client["ssl_check_hostname"] is True
+    assert "ssl_certfile" not in client  # empty means unset
+
+
+def test_plaintext_by_default_without_tls_options():
+    client = EdgeConfig.load(None, {}).kafka.client_config()
+    assert client["security_protocol"] == "PLAINTEXT"
+    assert not any(k.startswith(("ssl_", "sasl_")) for k in client)
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "message"),
+    [
+        ("[kafka]\ngroupid = 'x'\n", {}, "unknown key kafka.groupid"),
+        ("[kakfa]\n", {}, "unknown section"),
+        ("[processing]\nbatch_size = 'many'\n", {}, "processing.batch_size"),
+        ("", {"MEMAE_TS_HTTP_PORT": "eighty"}, "MEMAE_TS_HTTP_PORT"),
+        ("", {"MEMAE_TS_KAFKA_SSL_CHECK_HOSTNAME": "maybe"}, "SSL_CHECK_HOSTNAME"),
+        ("[kafka]\nauto_offset_reset = 'middle'\n", {}, "auto_offset_reset"),
+        ("[processing]\nbatch_size = 0\n", {}, "batch_size"),
+        ("[kafka\n", {}, "edge.toml"),
+    ],
+)
+def test_bad_configuration_names_the_key(tmp_path, text, env, message):
+    with pytest.raises(ConfigError, match=message):
+        EdgeConfig.load(write(tmp_path, text), env)
+
+
+def test_the_shipped_example_config_loads():
+    cfg = EdgeConfig.load(EXAMPLE, {})
+    assert cfg.kafka.security_protocol == "SASL_SSL"
+    assert cfg.http.port == 9108

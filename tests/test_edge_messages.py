@@ -1,0 +1,121 @@
+"""The Kafka message contract (docs/edge.md): what is accepted, what goes to the dead letters."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from connectors.messages import (
+    REASONS,
+    InvalidMessage,
+    ReadingParser,
+    ScoreRecord,
+    encode_reading_compact,
+    encode_reading_object,
+    format_timestamp,
+    parse_timestamp,
+)
+
+SENSORS = ["Pressure", "Temp", "Flow"]
+T0 = 1_796_013_000.0  # 2026-11-30T04:30:00Z
+
+
+@pytest.fixture
+def parser() -> ReadingParser:
+    return ReadingParser(SENSORS)
+
+
+def test_object_form_orders_values_like_the_bundle_and_ignores_extra_sensors(parser):
+    value = json.dumps(
+        {
+            "asset": "pump-7",
+            "ts": "2026-11-30T04:30:00Z",
+            "values": {"Flow": 3, "Extra": 9, "Temp": 2.5, "Pressure": 1.02},
+        }
+    ).encode()
+    r = parser.parse(b"ignored-key", value)
+    assert r.asset == "pump-7"
+    assert r.ts == T0
+    np.testing.assert_array_equal(r.values, [1.02, 2.5, 3.0])
+
+
+def test_object_form_takes_the_asset_from_the_key_when_the_body_has_none(parser):
+    r = parser.parse(b"pump-9", b'{"ts": 1796013000, "values": {"Pressure": 1, "Temp": 2, "Flow": 3}}')
+    assert (r.asset, r.ts) == ("pump-9", T0)
+
+
+def test_compact_form_is_ts_then_values_in_sensor_order(parser):
+    r = parser.parse(b"pump-7", encode_reading_compact("2026-11-30T04:30:00.250Z", [1.0, None, 3.0]))
+    assert r.asset == "pump-7"
+    assert r.ts == T0 + 0.25
+    assert r.values[0] == 1.0 and math.isnan(r.values[1]) and r.values[2] == 3.0
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("2026-11-30T04:30:00Z", T0),
+        ("2026-11-30T05:30:00+01:00", T0),
+        ("2026-11-30T04:30:00", T0),  # no zone: UTC
+        ("2026-11-30 04:30:00.5", T0 + 0.5),
+        (T0, T0),
+        (int(T0), T0),
+    ],
+)
+def test_timestamps_iso_8601_or_epoch_seconds(raw, expected):
+    assert parse_timestamp(raw) == expected
+
+
+def test_null_is_a_missing_value_not_an_error(parser):
+    r = parser.parse(b"a", encode_reading_object("a", T0, {"Pressure": None, "Temp": 1, "Flow": 2}))
+    assert math.isnan(r.values[0])
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "reason"),
+    [
+        (b"a", b"{not json", "bad_json"),
+        (b"a", b"\xff\xfe", "bad_json"),
+        (b"a", b"42", "bad_json"),
+        (b"a", None, "bad_json"),
+        (None, b'{"ts": 1, "values": {"Pressure": 1, "Temp": 2, "Flow": 3}}', "bad_asset"),
+        (b"a", b'{"asset": 7, "ts": 1, "values": {"Pressure": 1, "Temp": 2, "Flow": 3}}', "bad_asset"),
+        (b"\xff", b"[1, 1, 2, 3]", "bad_asset"),
+        (b"a", b'{"ts": "yesterday", "values": {"Pressure": 1, "Temp": 2, "Flow": 3}}', "bad_timestamp"),
+        (b"a", b'{"values": {"Pressure": 1, "Temp": 2, "Flow": 3}}', "bad_timestamp"),
+        (b"a", b'{"ts": true, "values": {"Pressure": 1, "Temp": 2, "Flow": 3}}', "bad_timestamp"),
+        (b"a", b'{"ts": 1, "values": {"Pressure": 1, "Flow": 3}}', "missing_sensor"),
+        (b"a", b'{"ts": 1}', "missing_sensor"),
+        (b"a", b'{"ts": 1, "values": {"Pressure": "1.0", "Temp": 2, "Flow": 3}}', "non_numeric"),
+        (b"a", b'{"ts": 1, "values": {"Pressure": true, "Temp": 2, "Flow": 3}}', "non_numeric"),
+        (b"a", b'{"ts": 1, "values": {"Pressure": 1e999, "Temp": 2, "Flow": 3}}', "non_numeric"),
+        (b"a", b"[1, 1, 2]", "wrong_length"),
+        (b"a", b'[1, 1, 2, "x"]', "non_numeric"),
+    ],
+)
+def test_unusable_messages_raise_with_a_reason(parser, key, value, reason):
+    with pytest.raises(InvalidMessage) as err:
+        parser.parse(key, value)
+    assert err.value.reason == reason
+    assert err.value.reason in REASONS
+
+
+def test_timestamps_are_written_like_memae_ts_score_writes_them():
+    assert format_timestamp(T0) == "2026-11-30T04:30:00Z"
+    assert format_timestamp(T0 + 0.25) == "2026-11-30T04:30:00.250000Z"
+
+
+def test_score_record_json():
+    rec = ScoreRecord("pump-7", T0, 0.5, 1.25, True, [("Temp", 0.61234), ("Flow", 0.2)], "abc123")
+    assert json.loads(rec.to_json()) == {
+        "asset": "pump-7",
+        "ts": "2026-11-30T04:30:00Z",
+        "score": 0.5,
+        "normalised_score": 1.25,
+        "is_anomaly": True,
+        "top_sensors": [{"sensor": "Temp", "share": 0.6123}, {"sensor": "Flow", "share": 0.2}],
+        "model_version": "abc123",
+    }
