@@ -35,3 +35,21 @@ const KernelTable& select_kernels() {
 }
 
 }  // namespace memae
+
+namespace memae {
+
+std::vector<float> pack_b(int K, int N, const float* B, int ldb) {
+    const int panels = (N + kPanel - 1) / kPanel;
+    std::vector<float> out(static_cast<std::size_t>(panels) * K * kPanel, 0.0f);
+    for (int p = 0; p < panels; ++p) {
+        for (int k = 0; k < K; ++k) {
+            for (int j = 0; j < kPanel && p * kPanel + j < N; ++j) {
+                out[(static_cast<std::size_t>(p) * K + k) * kPanel + j] =
+                    B[static_cast<std::size_t>(k) * ldb + p * kPanel + j];
+            }
+        }
+    }
+    return out;
+}
+
+}  // namespace memae

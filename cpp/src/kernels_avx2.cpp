@@ -11,8 +11,8 @@ namespace avx2 {
 struct I {
     using V = __m256;
     static constexpr int W = 8;
-    static constexpr int MR = 6;
-    static constexpr const char* kName = "avx2_6x16";
+    static constexpr int MR = 3;
+    static constexpr const char* kName = "avx2_3x32";
     static __m256i tail_mask(int n) {
         return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
     }
@@ -46,6 +46,7 @@ struct I {
         s = _mm_max_ss(s, _mm_movehdup_ps(s));
         return _mm_cvtss_f32(s);
     }
+    static V sign_like(V t, V v) { return _mm256_or_ps(t, _mm256_and_ps(v, _mm256_set1_ps(-0.0f))); }
     static V exp(V x);
     static unsigned long long gt_mask(V a, V b) {
         return static_cast<unsigned>(_mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_GT_OQ)));

@@ -37,6 +37,9 @@ struct I {
     static V ldexp(V p, V n) { return _mm512_scalef_ps(p, n); }
     static float hsum(V v) { return _mm512_reduce_add_ps(v); }
     static float hmax(V v) { return _mm512_reduce_max_ps(v); }
+    static V sign_like(V t, V v) {
+        return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(t), _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(INT32_MIN))));
+    }
     static V exp(V x);
     static unsigned long long gt_mask(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ); }
 };

@@ -5,68 +5,68 @@
 // is static or lives in the ISA namespace, and no std:: inline function is called, so the linker
 // can never hand an AVX-512 copy of some helper to the scalar path (an ODR trap of per-ISA TUs).
 //
-// Naming: the table name is <isa>_<MR>x<2*lanes>, the register tile of the GEMM micro-kernel.
+// Naming: the table name is <isa>_<MR>x32, the register tile of the GEMM micro-kernel (MR rows by
+// one 32-column packed panel).
 
 using V = I::V;
 constexpr int W = I::W;
 
-// MR rows by two vectors of columns, accumulated over all of K in registers.
-template <int MR>
-static inline void gemm_rows(int N, int K, const float* A, int lda, const float* B, int ldb,
-                             float* C, int ldc, const float* bias) {
-    int n = 0;
-    for (; n + 2 * W <= N; n += 2 * W) {
-        V acc0[MR], acc1[MR];
-        const V b0 = bias ? I::load(bias + n) : I::zero();
-        const V b1 = bias ? I::load(bias + n + W) : I::zero();
-        for (int r = 0; r < MR; ++r) { acc0[r] = b0; acc1[r] = b1; }
-        const float* bp = B + n;
-        for (int k = 0; k < K; ++k, bp += ldb) {
-            const V x0 = I::load(bp);
-            const V x1 = I::load(bp + W);
-            for (int r = 0; r < MR; ++r) {
-                const V a = I::set1(A[r * lda + k]);
-                acc0[r] = I::fma(a, x0, acc0[r]);
-                acc1[r] = I::fma(a, x1, acc1[r]);
-            }
-        }
-        for (int r = 0; r < MR; ++r) {
-            I::store(C + r * ldc + n, acc0[r]);
-            I::store(C + r * ldc + n + W, acc1[r]);
+constexpr int VP = kPanel / W;  // vectors per packed panel
+
+// R rows of A against one packed panel: R x VP accumulators live in registers for all of K.
+template <int R>
+static inline void gemm_tile(int K, const float* A, int lda, const float* bp, float* C, int ldc,
+                             const float* bias, int cols, bool accumulate) {
+    V acc[R][VP];
+    int valid[VP];
+    for (int v = 0; v < VP; ++v) {
+        const int c = cols - v * W;
+        valid[v] = c <= 0 ? 0 : (c >= W ? W : c);
+    }
+    for (int v = 0; v < VP; ++v) {
+        for (int r = 0; r < R; ++r) {
+            if (valid[v] == 0) acc[r][v] = I::zero();
+            else if (accumulate) acc[r][v] = I::loadn(C + r * ldc + v * W, valid[v]);
+            else if (bias) acc[r][v] = I::loadn(bias + v * W, valid[v]);
+            else acc[r][v] = I::zero();
         }
     }
-    while (n < N) {
-        const int cols = N - n < W ? N - n : W;  // a full vector, then the masked tail
-        V acc[MR];
-        const V b0 = bias ? I::loadn(bias + n, cols) : I::zero();
-        for (int r = 0; r < MR; ++r) acc[r] = b0;
-        const float* bp = B + n;
-        for (int k = 0; k < K; ++k, bp += ldb) {
-            const V x0 = I::loadn(bp, cols);
-            for (int r = 0; r < MR; ++r) acc[r] = I::fma(I::set1(A[r * lda + k]), x0, acc[r]);
+    for (int k = 0; k < K; ++k, bp += kPanel) {
+        V x[VP];
+        for (int v = 0; v < VP; ++v) x[v] = I::load(bp + v * W);
+        for (int r = 0; r < R; ++r) {
+            const V a = I::set1(A[r * lda + k]);
+            for (int v = 0; v < VP; ++v) acc[r][v] = I::fma(a, x[v], acc[r][v]);
         }
-        for (int r = 0; r < MR; ++r) I::storen(C + r * ldc + n, acc[r], cols);
-        n += cols;
+    }
+    for (int r = 0; r < R; ++r) {
+        for (int v = 0; v < VP; ++v) {
+            if (valid[v] == W) I::store(C + r * ldc + v * W, acc[r][v]);
+            else if (valid[v] > 0) I::storen(C + r * ldc + v * W, acc[r][v], valid[v]);
+        }
     }
 }
 
-static void gemm(int M, int N, int K, const float* A, int lda, const float* B, int ldb, float* C,
-                 int ldc, const float* bias) {
+static void gemm(int M, int N, int K, const float* A, int lda, const float* Bp, float* C, int ldc,
+                 const float* bias, bool accumulate) {
     constexpr int MR = I::MR;
-    int m = 0;
-    for (; m + MR <= M; m += MR) gemm_rows<MR>(N, K, A + m * lda, lda, B, ldb, C + m * ldc, ldc, bias);
-    const float* a = A + m * lda;
-    float* c = C + m * ldc;
-    switch (M - m) {
-        case 0: break;
-        case 1: gemm_rows<1>(N, K, a, lda, B, ldb, c, ldc, bias); break;
-        case 2: gemm_rows<2>(N, K, a, lda, B, ldb, c, ldc, bias); break;
-        case 3: gemm_rows<3>(N, K, a, lda, B, ldb, c, ldc, bias); break;
-        case 4: gemm_rows<4>(N, K, a, lda, B, ldb, c, ldc, bias); break;
-        default:  // MR is at most 6, so at most 5 rows remain
-            gemm_rows<4>(N, K, a, lda, B, ldb, c, ldc, bias);
-            gemm_rows<1>(N, K, a + 4 * lda, lda, B, ldb, c + 4 * ldc, ldc, bias);
-            break;
+    // Panel outer, rows inner: each panel is read from memory once and reused from L1.
+    for (int n0 = 0; n0 < N; n0 += kPanel) {
+        const int cols = N - n0 < kPanel ? N - n0 : kPanel;
+        const float* bp = Bp + static_cast<long>(n0) * K;
+        const float* b = bias ? bias + n0 : nullptr;
+        int m = 0;
+        for (; m + MR <= M; m += MR) gemm_tile<MR>(K, A + static_cast<long>(m) * lda, lda, bp, C + static_cast<long>(m) * ldc + n0, ldc, b, cols, accumulate);
+        const float* a = A + static_cast<long>(m) * lda;
+        float* c = C + static_cast<long>(m) * ldc + n0;
+        switch (M - m) {
+            case 0: break;
+            case 1: gemm_tile<1>(K, a, lda, bp, c, ldc, b, cols, accumulate); break;
+            case 2: gemm_tile<2>(K, a, lda, bp, c, ldc, b, cols, accumulate); break;
+            case 3: gemm_tile<3>(K, a, lda, bp, c, ldc, b, cols, accumulate); break;
+            case 4: gemm_tile<4>(K, a, lda, bp, c, ldc, b, cols, accumulate); break;
+            default: gemm_tile<5>(K, a, lda, bp, c, ldc, b, cols, accumulate); break;  // MR <= 6
+        }
     }
 }
 
@@ -151,6 +151,21 @@ static float dot(int n, const float* a, const float* b) {
     return I::hsum(I::add(acc0, acc1));
 }
 
+// tanh(x) = sign(x) (1 - e) / (1 + e) with e = exp(-2|x|): no overflow, absolute error ~1e-7.
+static void tanh_(float* x, int n) {
+    const V one = I::set1(1.0f), m2 = I::set1(-2.0f), z = I::zero();
+    int i = 0;
+    while (i < n) {
+        const int c = n - i < W ? n - i : W;
+        const V v = I::loadn(x + i, c);
+        const V ax = I::max(v, I::sub(z, v));
+        const V e = I::exp(I::mul(m2, ax));
+        const V t = I::div(I::sub(one, e), I::add(one, e));
+        I::storen(x + i, I::sign_like(t, v), c);
+        i += c;
+    }
+}
+
 static void leaky_relu(float* x, int n, float slope) {
     const V s = I::set1(slope);
     const V z = I::zero();
@@ -184,5 +199,5 @@ static void sq_err_cols(const float* a, const float* b, int rows, int cols, floa
 }
 
 static const KernelTable kTable = {
-    I::kName, gemm, scale_max, exp_sum, select_gt, axpy, dot, leaky_relu, sq_err_cols,
+    I::kName, gemm, scale_max, exp_sum, select_gt, axpy, dot, tanh_, leaky_relu, sq_err_cols,
 };

@@ -13,8 +13,8 @@ namespace neon {
 struct I {
     using V = float32x4_t;
     static constexpr int W = 4;
-    static constexpr int MR = 6;
-    static constexpr const char* kName = "neon_6x8";
+    static constexpr int MR = 3;
+    static constexpr const char* kName = "neon_3x32";
     static V zero() { return vdupq_n_f32(0.0f); }
     static V set1(float v) { return vdupq_n_f32(v); }
     static V load(const float* p) { return vld1q_f32(p); }
@@ -43,6 +43,7 @@ struct I {
     }
     static float hsum(V v) { return vaddvq_f32(v); }
     static float hmax(V v) { return vmaxvq_f32(v); }
+    static V sign_like(V t, V v) { return vbslq_f32(vdupq_n_u32(0x80000000u), v, t); }
     static V exp(V x);
     static unsigned long long gt_mask(V a, V b) {
         const uint32x4_t m = vcgtq_f32(a, b);

@@ -10,8 +10,8 @@ namespace scalar {
 struct I {
     using V = float;
     static constexpr int W = 1;
-    static constexpr int MR = 4;
-    static constexpr const char* kName = "scalar_4x2";
+    static constexpr int MR = 2;
+    static constexpr const char* kName = "scalar_2x32";
     static V zero() { return 0.0f; }
     static V set1(float v) { return v; }
     static V load(const float* p) { return *p; }
@@ -27,6 +27,7 @@ struct I {
     static V min(V a, V b) { return a < b ? a : b; }
     static float hsum(V v) { return v; }
     static float hmax(V v) { return v; }
+    static V sign_like(V t, V v) { return v < 0.0f ? -t : t; }
     static V exp(V v) { return std::exp(v); }
     static unsigned long long gt_mask(V a, V b) { return a > b ? 1ull : 0ull; }
 };

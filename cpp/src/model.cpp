@@ -6,6 +6,7 @@
 #include <exception>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <stdexcept>
 #include <thread>
 
@@ -192,9 +193,10 @@ Layer build_layer(const Json& j, const std::string& where, bool conv, int& ch, i
         L.out_ch = out;
         L.b = take_bias(out);
         // B operand (in, out): y = x . B.
-        L.w.resize(static_cast<std::size_t>(in) * out);
+        std::vector<float> b(static_cast<std::size_t>(in) * out);
         for (int o = 0; o < out; ++o)
-            for (int i = 0; i < in; ++i) L.w[static_cast<std::size_t>(i) * out + o] = w[static_cast<std::size_t>(o) * in + i];
+            for (int i = 0; i < in; ++i) b[static_cast<std::size_t>(i) * out + o] = w[static_cast<std::size_t>(o) * in + i];
+        L.w = pack_b(in, out, b.data(), out);
         ch = out;
         return L;
     }
@@ -222,11 +224,12 @@ Layer build_layer(const Json& j, const std::string& where, bool conv, int& ch, i
         L.out_len = static_cast<int>(span / L.stride + 1);
         L.b = take_bias(out);
         // B operand (k*in, out): row (tap, in-channel) so a window of the channels-last input is a row of A.
-        L.w.resize(K * in * out);
+        std::vector<float> b(K * in * out);
         for (int o = 0; o < out; ++o)
             for (int c = 0; c < in; ++c)
                 for (int t = 0; t < k; ++t)
-                    L.w[(static_cast<std::size_t>(t) * in + c) * out + o] = w[(static_cast<std::size_t>(o) * in + c) * K + t];
+                    b[(static_cast<std::size_t>(t) * in + c) * out + o] = w[(static_cast<std::size_t>(o) * in + c) * K + t];
+        L.w = pack_b(k * in, out, b.data(), out);
     } else {
         const int in = dim(0), out = dim(1);
         if (in != ch) {
@@ -242,13 +245,17 @@ Layer build_layer(const Json& j, const std::string& where, bool conv, int& ch, i
         L.out_ch = out;
         L.out_len = static_cast<int>(out_len);
         L.b = take_bias(out);
-        // B operand (in, k*out): one GEMM gives every tap's contribution, then col2im adds them.
-        L.w.resize(static_cast<std::size_t>(in) * K * out);
-        for (int c = 0; c < in; ++c)
-            for (int o = 0; o < out; ++o)
-                for (int t = 0; t < k; ++t)
-                    L.w[static_cast<std::size_t>(c) * K * out + static_cast<std::size_t>(t) * out + o] =
-                        w[(static_cast<std::size_t>(c) * out + o) * K + t];
+        // One B operand (in, out) per tap: tap t adds x[i] . B_t to output row i*stride - padding + t,
+        // so each tap is a GEMM that accumulates into every stride-th output row.
+        std::vector<float> b(static_cast<std::size_t>(in) * out);
+        for (int t = 0; t < k; ++t) {
+            for (int c = 0; c < in; ++c)
+                for (int o = 0; o < out; ++o)
+                    b[static_cast<std::size_t>(c) * out + o] = w[(static_cast<std::size_t>(c) * out + o) * K + t];
+            std::vector<float> packed = pack_b(in, out, b.data(), out);
+            L.tap_size = packed.size();
+            L.w.insert(L.w.end(), packed.begin(), packed.end());
+        }
     }
     if (static_cast<std::int64_t>(L.out_ch) * L.out_len > kMaxActivation) throw FormatError(where + " output is too large");
     ch = L.out_ch;
@@ -354,17 +361,18 @@ Model Model::load_bytes(const std::string& config_json, const std::uint8_t* tens
         M.epsilon = (eps && !eps->is_null()) ? finite_float(*eps, w + ".epsilon") : 1e-12f;
         if (M.epsilon < 0.0f) throw FormatError(w + ".epsilon must not be negative");
         M.m = tensors.take(mem->at("weight", w), w + ".weight", {M.slots, M.dim});
-        M.mt.resize(M.m.size());
+        std::vector<float> mt(M.m.size());
         M.inv_norm.resize(static_cast<std::size_t>(M.slots));
         for (int i = 0; i < M.slots; ++i) {
             double ss = 0.0;
             for (int c = 0; c < M.dim; ++c) {
                 const float v = M.m[static_cast<std::size_t>(i) * M.dim + c];
-                M.mt[static_cast<std::size_t>(c) * M.slots + i] = v;
+                mt[static_cast<std::size_t>(c) * M.slots + i] = v;
                 ss += static_cast<double>(v) * v;
             }
             M.inv_norm[static_cast<std::size_t>(i)] = static_cast<float>(1.0 / std::max(std::sqrt(ss), 1e-12));
         }
+        M.mt = pack_b(M.dim, M.slots, mt.data(), M.slots);
         m.has_memory_ = true;
     }
     for (std::size_t i = 0; i < dec.size(); ++i) {
@@ -383,18 +391,29 @@ Model Model::load_bytes(const std::string& config_json, const std::uint8_t* tens
 
 namespace {
 
+/// Per-call buffers. Uninitialised on purpose: every element is written before it is read, and
+/// zeroing ~100 KB per call would cost as much as a small batch's compute.
+template <typename T>
+struct Buffer {
+    std::unique_ptr<T[]> p;
+    std::size_t n = 0;
+    void resize(std::size_t size) {
+        if (size > n) { p.reset(new T[size]); n = size; }
+    }
+    T* data() { return p.get(); }
+    T& operator[](std::size_t i) { return p[i]; }
+};
+
 struct Scratch {
-    std::vector<float> xs, a, b, pad, cols, sims, val;
-    std::vector<std::int32_t> idx;
+    Buffer<float> xs, a, b, pad, sims, val;
+    Buffer<std::int32_t> idx;
 };
 
 void apply_activation(const Layer& L, const KernelTable& k, float* x, std::size_t n) {
     switch (L.op) {
         case Op::Relu: k.leaky_relu(x, static_cast<int>(n), 0.0f); break;
         case Op::LeakyRelu: k.leaky_relu(x, static_cast<int>(n), L.slope); break;
-        case Op::Tanh:
-            for (std::size_t i = 0; i < n; ++i) x[i] = std::tanh(x[i]);
-            break;
+        case Op::Tanh: k.tanh(x, static_cast<int>(n)); break;
         default: break;
     }
 }
@@ -405,7 +424,7 @@ void apply_layer(const Layer& L, const KernelTable& k, int nb, const float* in, 
     const std::size_t out_sz = static_cast<std::size_t>(L.out_ch) * L.out_len;
     switch (L.op) {
         case Op::Linear:
-            k.gemm(nb, L.out_ch, L.in_ch, in, L.in_ch, L.w.data(), L.out_ch, out, L.out_ch, L.b.data());
+            k.gemm(nb, L.out_ch, L.in_ch, in, L.in_ch, L.w.data(), out, L.out_ch, L.b.data(), false);
             return;
         case Op::Conv1d:
             for (int n = 0; n < nb; ++n) {
@@ -413,36 +432,35 @@ void apply_layer(const Layer& L, const KernelTable& k, int nb, const float* in, 
                 if (L.padding > 0) {
                     // Zero-padded copy, so every output position reads one contiguous A row.
                     const std::size_t off = static_cast<std::size_t>(L.padding) * L.in_ch;
-                    std::fill(s.pad.begin(), s.pad.begin() + static_cast<std::ptrdiff_t>(off), 0.0f);
-                    std::copy(x, x + in_sz, s.pad.begin() + static_cast<std::ptrdiff_t>(off));
-                    std::fill(s.pad.begin() + static_cast<std::ptrdiff_t>(off + in_sz),
-                              s.pad.begin() + static_cast<std::ptrdiff_t>(2 * off + in_sz), 0.0f);
-                    x = s.pad.data();
+                    float* pad = s.pad.data();
+                    std::fill(pad, pad + off, 0.0f);
+                    std::copy(x, x + in_sz, pad + off);
+                    std::fill(pad + off + in_sz, pad + 2 * off + in_sz, 0.0f);
+                    x = pad;
                 }
-                k.gemm(L.out_len, L.out_ch, L.kernel * L.in_ch, x, L.stride * L.in_ch, L.w.data(), L.out_ch,
-                       out + n * out_sz, L.out_ch, L.b.data());
+                k.gemm(L.out_len, L.out_ch, L.kernel * L.in_ch, x, L.stride * L.in_ch, L.w.data(),
+                       out + n * out_sz, L.out_ch, L.b.data(), false);
             }
             return;
-        case Op::ConvTranspose1d: {
-            const int kc = L.kernel * L.out_ch;
+        case Op::ConvTranspose1d:
             for (int n = 0; n < nb; ++n) {
+                const float* x = in + n * in_sz;
                 float* y = out + n * out_sz;
                 for (int t = 0; t < L.out_len; ++t) std::copy(L.b.begin(), L.b.end(), y + static_cast<std::size_t>(t) * L.out_ch);
-                k.gemm(L.in_len, kc, L.in_ch, in + n * in_sz, L.in_ch, L.w.data(), kc, s.cols.data(), kc, nullptr);
-                for (int t = 0; t < L.in_len; ++t) {
-                    for (int tap = 0; tap < L.kernel; ++tap) {
-                        const int pos = t * L.stride - L.padding + tap;
-                        if (pos < 0 || pos >= L.out_len) continue;
-                        k.axpy(L.out_ch, 1.0f, s.cols.data() + static_cast<std::size_t>(t) * kc + static_cast<std::size_t>(tap) * L.out_ch,
-                               y + static_cast<std::size_t>(pos) * L.out_ch);
-                    }
+                for (int tap = 0; tap < L.kernel; ++tap) {
+                    // Input rows t with 0 <= t*stride - padding + tap < out_len.
+                    const int shift = L.padding - tap;
+                    const int lo = shift > 0 ? (shift + L.stride - 1) / L.stride : 0;
+                    const int hi = std::min(L.in_len - 1, (L.out_len - 1 + shift) / L.stride);
+                    if (hi < lo) continue;
+                    const int pos = lo * L.stride - shift;
+                    k.gemm(hi - lo + 1, L.out_ch, L.in_ch, x + static_cast<std::size_t>(lo) * L.in_ch, L.in_ch,
+                           L.w.data() + tap * L.tap_size, y + static_cast<std::size_t>(pos) * L.out_ch,
+                           L.stride * L.out_ch, nullptr, true);
                 }
             }
             return;
-        }
-        default:
-            if (in != out) std::copy(in, in + nb * in_sz, out);
-            apply_activation(L, k, out, nb * out_sz);
+        default:  // activations run in place (see run_range)
             return;
     }
 }
@@ -490,11 +508,10 @@ void Model::run_range(const float* windows, int begin, int end, const Outputs& o
     const int S = n_sensors_, Wn = window_;
     const std::size_t per = static_cast<std::size_t>(Wn) * S;
     Scratch s;
-    std::size_t pad = 0, cols = 0;
+    std::size_t pad = 0;
     for (const auto* layers : {&encoder_, &decoder_}) {
         for (const Layer& L : *layers) {
             if (L.op == Op::Conv1d) pad = std::max(pad, static_cast<std::size_t>(L.in_len + 2 * L.padding) * L.in_ch);
-            if (L.op == Op::ConvTranspose1d) cols = std::max(cols, static_cast<std::size_t>(L.in_len) * L.kernel * L.out_ch);
         }
     }
     const int chunk = std::min(kChunk, std::max(1, end - begin));
@@ -502,7 +519,6 @@ void Model::run_range(const float* windows, int begin, int end, const Outputs& o
     s.a.resize(max_act_ * chunk);
     s.b.resize(max_act_ * chunk);
     s.pad.resize(pad);
-    s.cols.resize(cols);
     if (has_memory_) {
         s.sims.resize(static_cast<std::size_t>(kQueryBlock) * memory_.slots);
         s.idx.resize(static_cast<std::size_t>(memory_.slots));
@@ -521,6 +537,17 @@ void Model::run_range(const float* windows, int begin, int end, const Outputs& o
         float* other = s.b.data();
         auto run_layers = [&](const std::vector<Layer>& layers) {
             for (const Layer& L : layers) {
+                if (L.op == Op::Relu || L.op == Op::LeakyRelu || L.op == Op::Tanh) {
+                    if (cur != s.xs.data()) {  // the scaled input must survive for the score
+                        apply_activation(L, k, const_cast<float*>(cur), static_cast<std::size_t>(nb) * L.out_ch * L.out_len);
+                        continue;
+                    }
+                    std::copy(cur, cur + static_cast<std::size_t>(nb) * L.in_ch * L.in_len, nxt);
+                    apply_activation(L, k, nxt, static_cast<std::size_t>(nb) * L.out_ch * L.out_len);
+                    cur = nxt;
+                    std::swap(nxt, other);
+                    continue;
+                }
                 apply_layer(L, k, nb, cur, nxt, s);
                 cur = nxt;
                 std::swap(nxt, other);
@@ -540,8 +567,8 @@ void Model::run_range(const float* windows, int begin, int end, const Outputs& o
             const int nq = nb * latent_len_;
             for (int q0 = 0; q0 < nq; q0 += kQueryBlock) {
                 const int qb = std::min(kQueryBlock, nq - q0);
-                k.gemm(qb, M.slots, M.dim, z + static_cast<std::size_t>(q0) * M.dim, M.dim, M.mt.data(), M.slots,
-                       s.sims.data(), M.slots, nullptr);
+                k.gemm(qb, M.slots, M.dim, z + static_cast<std::size_t>(q0) * M.dim, M.dim, M.mt.data(),
+                       s.sims.data(), M.slots, nullptr, false);
                 for (int r = 0; r < qb; ++r) {
                     float* zr = z + static_cast<std::size_t>(q0 + r) * M.dim;
                     float* row = s.sims.data() + static_cast<std::size_t>(r) * M.slots;

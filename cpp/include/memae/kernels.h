@@ -11,12 +11,21 @@
 
 namespace memae {
 
+/// Packed GEMM operands are panels of kPanel columns: panel p holds B[k][p*kPanel + j] at
+/// (p*K + k)*kPanel + j, zero-padded past N. One panel (K x 32 floats) stays in L1 while every
+/// row block of A streams past it, whatever the ISA's vector width.
+constexpr int kPanel = 32;
+
+/// Packs row-major B (K x N, leading dimension ldb) into panels; returns ceil(N/32)*K*32 floats.
+std::vector<float> pack_b(int K, int N, const float* B, int ldb);
+
 struct KernelTable {
     /// Kernel family name as ISA_tiling, e.g. "avx512_6x32".
     const char* name;
-    /// C[m*ldc+n] = bias[n] (or 0 when bias is null) + sum_k A[m*lda+k] * B[k*ldb+n].
-    void (*gemm)(int M, int N, int K, const float* A, int lda, const float* B, int ldb, float* C,
-                 int ldc, const float* bias);
+    /// C[m*ldc+n] = init + sum_k A[m*lda+k] * B[k][n] with B packed by pack_b; init is
+    /// C[m*ldc+n] itself when `accumulate`, else bias[n] (0 when bias is null).
+    void (*gemm)(int M, int N, int K, const float* A, int lda, const float* Bp, float* C, int ldc,
+                 const float* bias, bool accumulate);
     /// x[i] *= scale * (mul ? mul[i] : 1); returns max_i x[i] (-inf when n == 0).
     float (*scale_max)(float* x, int n, float scale, const float* mul);
     /// x[i] = exp(x[i] - shift); returns sum_i x[i].
@@ -28,6 +37,8 @@ struct KernelTable {
     void (*axpy)(int n, float a, const float* x, float* y);
     /// sum_i a[i] * b[i].
     float (*dot)(int n, const float* a, const float* b);
+    /// x[i] = tanh(x[i]).
+    void (*tanh)(float* x, int n);
     /// x[i] = x[i] >= 0 ? x[i] : slope * x[i]  (slope 0 is ReLU).
     void (*leaky_relu)(float* x, int n, float slope);
     /// acc[j] += sum_r (a[r*cols+j] - b[r*cols+j])^2.

@@ -25,7 +25,8 @@ struct Layer {
     int in_len = 1, out_len = 1;  // time length (1 for linear)
     int kernel = 1, stride = 1, padding = 0, output_padding = 0;
     float slope = 0.0f;
-    std::vector<float> w;  // re-laid out as the GEMM's B operand, see model.cpp
+    std::vector<float> w;  // the GEMM's B operand, packed (pack_b); see model.cpp
+    std::size_t tap_size = 0;  // conv_transpose1d: one packed (in, out) matrix per kernel tap
     std::vector<float> b;
 };
 
@@ -34,7 +35,7 @@ struct Memory {
     bool cosine = true;
     float temperature = 1.0f, shrink = 0.0f, epsilon = 1e-12f;
     std::vector<float> m;         // (slots, dim) as trained: rows read by the sparse read
-    std::vector<float> mt;        // (dim, slots): B operand of the similarity GEMM
+    std::vector<float> mt;        // (dim, slots) packed: B operand of the similarity GEMM
     std::vector<float> inv_norm;  // 1 / max(|m_i|, 1e-12), precomputed at load
 };
 
