@@ -29,9 +29,9 @@ def _edit_config(path: Path, edit) -> None:  # type: ignore[no-untyped-def]
 def test_round_trip_scores_bit_identical(
     tiny_model_dir: Path, plant_csvs: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    from memae_ts.estimator import MemAE, load
-
     from fixtures_core import TINY_PARAMS
+
+    from memae_ts.estimator import MemAE, load
 
     model = MemAE(**TINY_PARAMS).fit(plant_csvs[0])
     before = model.score_samples(plant_csvs[1])

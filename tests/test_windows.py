@@ -68,5 +68,5 @@ def test_stride_and_too_short() -> None:
     segments = segment(data, max_gap_seconds=180, max_fill_rows=3)
     assert window_ends(segments, 5, 4).tolist() == [4, 8, 12, 16]
     ends = window_ends(segments, 25, 1)
-    with pytest.raises(DataError, match="no complete window of 25 rows.*20 rows"):
+    with pytest.raises(DataError, match=r"no complete window of 25 rows.*20 rows"):
         require_windows(data, segments, ends, 25)
