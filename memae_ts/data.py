@@ -227,7 +227,7 @@ def frame_to_sensor_data(
     """Same checks as `load_csv` for a DataFrame already in memory (the Python API)."""
     if len(frame) == 0:
         raise DataError(f"{source}: no data rows")
-    frame = frame.reset_index(drop=isinstance(frame.index, pd.RangeIndex))
+    frame = frame.reset_index(drop=True)  # positions, not labels: results come back in input order
     frame.columns = [str(column) for column in frame.columns]
     rows = np.arange(len(frame), dtype=np.int64) + 2  # line numbers: header is line 1
 

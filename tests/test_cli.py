@@ -1,0 +1,138 @@
+"""The command line end to end on small CSVs, including its error messages."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from memae_ts.cli import COMMAND_MODULES, build_parser, main
+
+CORE_COMMANDS = ["fit", "score", "evaluate", "plot", "info", "demo-data"]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [sys.executable, "-m", "memae_ts.cli", *args], capture_output=True, text=True, env=env, timeout=300
+    )
+
+
+def test_every_command_has_help_with_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    assert set(CORE_COMMANDS) <= set(commands)
+    assert len(commands) >= len(COMMAND_MODULES) - 1
+    for name in commands:
+        with pytest.raises(SystemExit) as exit_info:
+            main([name, "--help"])
+        assert exit_info.value.code == 0
+        out = capsys.readouterr().out
+        assert "examples:" in out, f"'memae-ts {name} --help' has no examples"
+
+
+def test_fit_score_evaluate_plot_info(tmp_path: Path, plant_csvs: tuple[Path, Path]) -> None:
+    history, live = plant_csvs
+    model = tmp_path / "model"
+    fit = run_cli(
+        "fit",
+        str(history),
+        "-o",
+        str(model),
+        "--window",
+        "16",
+        "--channels",
+        "8",
+        "16",
+        "--latent",
+        "8",
+        "--memory-slots",
+        "20",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "32",
+        "--lr",
+        "3e-3",
+        "--seed",
+        "1",
+        "--quiet",
+    )
+    assert fit.returncode == 0, fit.stderr
+    assert "model written to" in fit.stdout
+    assert (model / "config.json").is_file() and (model / "model.safetensors").is_file()
+
+    scores_path = tmp_path / "scores.csv"
+    score = run_cli("score", str(model), str(live), "-o", str(scores_path), "--engine", "numpy")
+    assert score.returncode == 0, score.stderr
+    scores = pd.read_csv(scores_path)
+    assert list(scores.columns) == ["timestamp", "score", "normalised_score", "is_anomaly", "top_sensors"]
+    live_frame = pd.read_csv(live)
+    assert len(scores) == len(live_frame)
+    assert scores["score"].isna().sum() == 15  # window 16: the first 15 rows are warm-up
+    np.testing.assert_allclose(
+        scores["normalised_score"],
+        scores["score"] / json.loads((model / "config.json").read_text())["threshold"]["value"],
+        rtol=1e-5,
+    )
+    assert ((scores["normalised_score"] >= 1) == (scores["is_anomaly"] == 1)).all()
+    top = scores["top_sensors"].dropna().iloc[0].split(";")
+    assert len(top) == 3 and all(":" in item for item in top)
+
+    evaluation = run_cli(
+        "evaluate", str(model), str(live), "--label-column", "anomaly", "--json", "--engine", "numpy"
+    )
+    assert evaluation.returncode == 0, evaluation.stderr
+    metrics = json.loads(evaluation.stdout)
+    for key in ("precision", "recall", "f1", "far", "mar", "roc_auc", "pr_auc"):
+        assert key in metrics
+    assert metrics["roc_auc"] > 0.55  # even a 3-epoch model ranks the injected faults higher
+
+    png = tmp_path / "plot.png"
+    plot = run_cli(
+        "plot", str(model), str(live), "--label-column", "anomaly", "-o", str(png), "--engine", "numpy"
+    )
+    assert plot.returncode == 0, plot.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    info = run_cli("info", str(model))
+    assert info.returncode == 0
+    assert "memory         20 slots × 8, cosine addressing" in info.stdout
+    assert "motor_speed_rpm" in info.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["fit", "{tmp}/missing.csv"], "file not found"),
+        (["fit", "{tmp}/empty.csv"], "file is empty"),
+        (["fit", "{tmp}/short.csv", "--window", "32"], "no complete window of 32 rows"),
+        (["fit", "{tmp}/bad.csv"], "column 'b' has 1 non-numeric value"),
+        (["score", "{tmp}/nomodel", "{tmp}/short.csv"], "model bundle not found"),
+    ],
+)
+def test_bad_input_is_one_clear_line(tmp_path: Path, args: list[str], message: str) -> None:
+    (tmp_path / "empty.csv").write_text("")
+    rows = [f"2026-01-01T00:{i:02d}:00Z,{i},{i * 2}" for i in range(10)]
+    (tmp_path / "short.csv").write_text("timestamp,a,b\n" + "\n".join(rows) + "\n")
+    bad = [*rows, "2026-01-01T00:10:00Z,1,n/a?"]
+    (tmp_path / "bad.csv").write_text("timestamp,a,b\n" + "\n".join(bad) + "\n")
+    result = run_cli(*(a.format(tmp=tmp_path) for a in args))
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_demo_data_is_deterministic(tmp_path: Path) -> None:
+    for name in ("a.csv", "b.csv"):
+        assert main(["demo-data", str(tmp_path / name), "--days", "1", "--seed", "5"]) == 0
+    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
+    frame = pd.read_csv(tmp_path / "a.csv")
+    assert len(frame) == 1440 and frame["anomaly"].sum() > 0
+    assert frame.drop(columns=["timestamp", "anomaly"]).shape[1] == 8
