@@ -154,10 +154,14 @@ def build_onnx_model(bundle: Bundle, opset: int = OPSET) -> Any:
     diff = g.op("Sub", [scaled, "reconstruction"])
     err = g.op("Mul", [diff, diff], "sq_err")
     g.nodes.append(
-        helper.make_node("ReduceMean", [err, g.const([1], "axis_time", np.int64)], ["contributions"], keepdims=0)
+        helper.make_node(
+            "ReduceMean", [err, g.const([1], "axis_time", np.int64)], ["contributions"], keepdims=0
+        )
     )
     g.nodes.append(
-        helper.make_node("ReduceMean", ["contributions", g.const([1], "axis_s", np.int64)], ["scores"], keepdims=0)
+        helper.make_node(
+            "ReduceMean", ["contributions", g.const([1], "axis_s", np.int64)], ["scores"], keepdims=0
+        )
     )
     outputs = [
         helper.make_tensor_value_info("scores", tp.FLOAT, ["batch"]),
@@ -175,9 +179,7 @@ def build_onnx_model(bundle: Bundle, opset: int = OPSET) -> Any:
         outputs,
         g.initializers,
     )
-    model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="memae-ts"
-    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="memae-ts")
     model.ir_version = min(model.ir_version, 9)  # readable by onnxruntime releases of the last years
     model.doc_string = f"memae-ts model {bundle.model_version}; threshold {bundle.threshold!r}"
     helper.set_model_props(

@@ -23,6 +23,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["Runtime", "available_isas"]
 
+_F32 = np.dtype(np.float32)
+
 
 def available_isas() -> list[str]:
     """Kernel tables this CPU can run, best last (the runtime uses the last one)."""
@@ -107,8 +109,12 @@ class Runtime:
         return windows if windows.flags.c_contiguous else np.ascontiguousarray(windows)
 
     def _call(self, method: Any, windows: Any) -> Any:
+        # Fast path for the common case (native float32, C-contiguous): at batch 1 the Python
+        # checks would otherwise cost as much as the network. The C++ side checks the shape.
+        if not (type(windows) is np.ndarray and windows.dtype is _F32 and windows.flags.c_contiguous):
+            windows = self._windows(windows)
         try:
-            return method(self._windows(windows), self.threads)
+            return method(windows, self.threads)
         except ValueError as exc:  # NaN/Inf input found by the C++ side
             raise DataError(str(exc)) from None
 

@@ -59,8 +59,16 @@ def random_bundle(
         lengths = [window]
         in_ch = n_sensors
         for i, out_ch in enumerate(channels):
-            encoder.append(add(f"encoder.{2 * i}", "conv1d", (out_ch, in_ch, kernel), in_ch * kernel,
-                               stride=2, padding=pad))
+            encoder.append(
+                add(
+                    f"encoder.{2 * i}",
+                    "conv1d",
+                    (out_ch, in_ch, kernel),
+                    in_ch * kernel,
+                    stride=2,
+                    padding=pad,
+                )
+            )
             encoder.append(act(i))
             lengths.append((lengths[-1] + 2 * pad - kernel) // 2 + 1)
             in_ch = out_ch
@@ -69,8 +77,17 @@ def random_bundle(
         for level in range(len(channels), 0, -1):
             out_ch = channels[level - 1]
             produced = (lengths[level] - 1) * 2 - 2 * pad + kernel
-            decoder.append(add(f"decoder.{level}", "conv_transpose1d", (in_ch, out_ch, kernel), in_ch * kernel,
-                               stride=2, padding=pad, output_padding=lengths[level - 1] - produced))
+            decoder.append(
+                add(
+                    f"decoder.{level}",
+                    "conv_transpose1d",
+                    (in_ch, out_ch, kernel),
+                    in_ch * kernel,
+                    stride=2,
+                    padding=pad,
+                    output_padding=lengths[level - 1] - produced,
+                )
+            )
             decoder.append(act(level))
             in_ch = out_ch
         decoder.append(add("decoder.out", "conv1d", (n_sensors, in_ch, 3), in_ch * 3, stride=1, padding=1))

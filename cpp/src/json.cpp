@@ -162,6 +162,26 @@ private:
         }
     }
 
+    /// Validates and copies the UTF-8 sequence that starts with `lead` (already consumed).
+    void utf8_sequence(unsigned char lead, std::string& out) {
+        int extra = 0;
+        std::uint32_t cp = 0;
+        if (lead >= 0xC2 && lead <= 0xDF) { extra = 1; cp = lead & 0x1Fu; }
+        else if (lead >= 0xE0 && lead <= 0xEF) { extra = 2; cp = lead & 0x0Fu; }
+        else if (lead >= 0xF0 && lead <= 0xF4) { extra = 3; cp = lead & 0x07u; }
+        else fail("invalid UTF-8 in string");
+        if (end_ - p_ < extra) fail("truncated UTF-8 sequence");
+        out += static_cast<char>(lead);
+        for (int i = 0; i < extra; ++i) {
+            const unsigned char c = static_cast<unsigned char>(*p_++);
+            if ((c & 0xC0u) != 0x80u) fail("invalid UTF-8 in string");
+            cp = (cp << 6) | (c & 0x3Fu);
+            out += static_cast<char>(c);
+        }
+        const std::uint32_t min_cp = extra == 1 ? 0x80u : extra == 2 ? 0x800u : 0x10000u;
+        if (cp < min_cp || cp > 0x10FFFFu || (cp >= 0xD800u && cp <= 0xDFFFu)) fail("invalid UTF-8 in string");
+    }
+
     std::uint32_t hex4() {
         if (end_ - p_ < 4) fail("truncated \\u escape");
         std::uint32_t v = 0;
@@ -184,6 +204,10 @@ private:
             const unsigned char c = static_cast<unsigned char>(*p_++);
             if (c == '"') return out;
             if (c < 0x20) fail("control character in string");
+            if (c >= 0x80) {  // must be well-formed UTF-8: names end up in Python str and messages
+                utf8_sequence(c, out);
+                continue;
+            }
             if (c != '\\') { out += static_cast<char>(c); continue; }
             if (p_ == end_) fail("unterminated escape");
             const char e = *p_++;

@@ -47,14 +47,14 @@ struct I {
         return _mm_cvtss_f32(s);
     }
     static V sign_like(V t, V v) { return _mm256_or_ps(t, _mm256_and_ps(v, _mm256_set1_ps(-0.0f))); }
-    static V exp(V x);
+    static inline V exp(V x);
     static unsigned long long gt_mask(V a, V b) {
         return static_cast<unsigned>(_mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_GT_OQ)));
     }
 };
 
 #include "exp_poly.h"
-I::V I::exp(V x) { return exp_poly(x); }
+inline I::V I::exp(V x) { return exp_poly(x); }
 
 #include "kernels_impl.h"
 

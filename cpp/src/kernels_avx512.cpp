@@ -40,12 +40,12 @@ struct I {
     static V sign_like(V t, V v) {
         return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(t), _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(INT32_MIN))));
     }
-    static V exp(V x);
+    static inline V exp(V x);
     static unsigned long long gt_mask(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ); }
 };
 
 #include "exp_poly.h"
-I::V I::exp(V x) { return exp_poly(x); }
+inline I::V I::exp(V x) { return exp_poly(x); }
 
 #include "kernels_impl.h"
 

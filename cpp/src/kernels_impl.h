@@ -132,11 +132,30 @@ static int select_gt(const float* x, int n, float inv_sum, float thr, std::int32
     return count;
 }
 
-static void axpy(int n, float a, const float* x, float* y) {
-    const V av = I::set1(a);
-    int i = 0;
-    for (; i + W <= n; i += W) I::store(y + i, I::fma(av, I::load(x + i), I::load(y + i)));
-    if (i < n) I::storen(y + i, I::fma(av, I::loadn(x + i, n - i), I::loadn(y + i, n - i)), n - i);
+static void gather_rows(int count, const std::int32_t* idx, const float* w, const float* M, int dim,
+                        float* out) {
+    constexpr int B = 4;  // vectors of the output held in registers per pass
+    for (int d0 = 0; d0 < dim; d0 += B * W) {
+        V acc[B];
+        int valid[B];
+        for (int v = 0; v < B; ++v) {
+            const int c = dim - d0 - v * W;
+            valid[v] = c <= 0 ? 0 : (c >= W ? W : c);
+            acc[v] = I::zero();
+        }
+        for (int j = 0; j < count; ++j) {
+            const V a = I::set1(w[j]);
+            const float* row = M + static_cast<long>(idx[j]) * dim + d0;
+            for (int v = 0; v < B; ++v) {
+                if (valid[v] == W) acc[v] = I::fma(a, I::load(row + v * W), acc[v]);
+                else if (valid[v] > 0) acc[v] = I::fma(a, I::loadn(row + v * W, valid[v]), acc[v]);
+            }
+        }
+        for (int v = 0; v < B; ++v) {
+            if (valid[v] == W) I::store(out + d0 + v * W, acc[v]);
+            else if (valid[v] > 0) I::storen(out + d0 + v * W, acc[v], valid[v]);
+        }
+    }
 }
 
 static float dot(int n, const float* a, const float* b) {
@@ -199,5 +218,5 @@ static void sq_err_cols(const float* a, const float* b, int rows, int cols, floa
 }
 
 static const KernelTable kTable = {
-    I::kName, gemm, scale_max, exp_sum, select_gt, axpy, dot, tanh_, leaky_relu, sq_err_cols,
+    I::kName, gemm, scale_max, exp_sum, select_gt, gather_rows, dot, tanh_, leaky_relu, sq_err_cols,
 };

@@ -44,7 +44,7 @@ struct I {
     static float hsum(V v) { return vaddvq_f32(v); }
     static float hmax(V v) { return vmaxvq_f32(v); }
     static V sign_like(V t, V v) { return vbslq_f32(vdupq_n_u32(0x80000000u), v, t); }
-    static V exp(V x);
+    static inline V exp(V x);
     static unsigned long long gt_mask(V a, V b) {
         const uint32x4_t m = vcgtq_f32(a, b);
         return (vgetq_lane_u32(m, 0) & 1u) | ((vgetq_lane_u32(m, 1) & 1u) << 1) |
@@ -53,7 +53,7 @@ struct I {
 };
 
 #include "exp_poly.h"
-I::V I::exp(V x) { return exp_poly(x); }
+inline I::V I::exp(V x) { return exp_poly(x); }
 
 #include "kernels_impl.h"
 

@@ -315,6 +315,7 @@ Model Model::load_bytes(const std::string& config_json, const std::uint8_t* tens
         const double s = scale[i].number("scaler.scale");
         if (!(s > 0.0)) throw FormatError("scaler.scale[" + std::to_string(i) + "] must be positive");
         m.scale_.push_back(s);
+        m.inv_scale_.push_back(1.0 / s);  // in double: identical to dividing once rounded to float
     }
     m.threshold_ = cfg.at("threshold", "config.json").at("value", "threshold").number("threshold.value");
 
@@ -528,9 +529,10 @@ void Model::run_range(const float* windows, int begin, int end, const Outputs& o
         const int nb = std::min(chunk, end - b0);
         // Scaling in double, like the numpy reference: raw sensor values can carry large offsets.
         const float* raw = windows + per * b0;
-        for (std::size_t i = 0; i < per * nb; ++i) {
-            const std::size_t j = i % static_cast<std::size_t>(S);
-            s.xs[i] = static_cast<float>((static_cast<double>(raw[i]) - center_[j]) / scale_[j]);
+        for (std::size_t r = 0; r < static_cast<std::size_t>(nb) * Wn; ++r) {
+            const float* src = raw + r * S;
+            float* dst = s.xs.data() + r * S;
+            for (int j = 0; j < S; ++j) dst[j] = static_cast<float>((static_cast<double>(src[j]) - center_[j]) * inv_scale_[j]);
         }
         const float* cur = s.xs.data();
         float* nxt = s.a.data();
@@ -593,12 +595,8 @@ void Model::run_range(const float* windows, int begin, int end, const Outputs& o
                         total += w;
                     }
                     const float inv_total = static_cast<float>(1.0 / std::max(total, 1e-12));
-                    std::fill(zr, zr + M.dim, 0.0f);
-                    for (int i = 0; i < cnt; ++i) {
-                        const float w = s.val[static_cast<std::size_t>(i)] * inv_total;
-                        s.val[static_cast<std::size_t>(i)] = w;
-                        k.axpy(M.dim, w, M.m.data() + static_cast<std::size_t>(s.idx[static_cast<std::size_t>(i)]) * M.dim, zr);
-                    }
+                    for (int i = 0; i < cnt; ++i) s.val[static_cast<std::size_t>(i)] *= inv_total;
+                    k.gather_rows(cnt, s.idx.data(), s.val.data(), M.m.data(), M.dim, zr);
                     if (out.attention) {
                         float* att = out.attention + (static_cast<std::size_t>(b0) * latent_len_ + q0 + r) * M.slots;
                         std::fill(att, att + M.slots, 0.0f);

@@ -33,8 +33,10 @@ struct KernelTable {
     /// Writes every i with x[i] * inv_sum > thr as idx[k] = i, val[k] = x[i] * inv_sum, in order;
     /// returns the count. This is the sparse step after softmax: most weights fall under thr.
     int (*select_gt)(const float* x, int n, float inv_sum, float thr, std::int32_t* idx, float* val);
-    /// y[i] += a * x[i].
-    void (*axpy)(int n, float a, const float* x, float* y);
+    /// out[0:dim] = sum_j w[j] * M[idx[j]*dim : (idx[j]+1)*dim]: the sparse memory read. The
+    /// output block stays in registers while the selected rows stream past.
+    void (*gather_rows)(int count, const std::int32_t* idx, const float* w, const float* M, int dim,
+                        float* out);
     /// sum_i a[i] * b[i].
     float (*dot)(int n, const float* a, const float* b);
     /// x[i] = tanh(x[i]).

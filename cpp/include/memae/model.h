@@ -79,7 +79,7 @@ private:
     std::string kind_;
     int window_ = 0, n_sensors_ = 0, latent_len_ = 1, latent_dim_ = 0;
     std::vector<std::string> sensors_;
-    std::vector<double> center_, scale_;  // double: sensor offsets can be large
+    std::vector<double> center_, scale_, inv_scale_;  // double: sensor offsets can be large
     double threshold_ = 0.0;
     std::vector<Layer> encoder_, decoder_;
     bool has_memory_ = false;
