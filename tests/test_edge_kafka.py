@@ -1,0 +1,411 @@
+"""The edge daemon against a real Kafka broker (KRaft) and a real Prometheus.
+
+Every test has its own topics and consumer group on the session's broker, runs ``memae-ts edge``
+as a real process and checks the score topic against ``memae-ts score`` of the same CSV.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+
+import pandas as pd
+import pytest
+from edge_process import EdgeProcess, Record, read_topic
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.partitioner.default import murmur2
+from kafka_service import REPO
+
+from edge.replay import read_messages
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(240)]
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def offline_scores(edge_data, rows: int | None = None) -> pd.DataFrame:
+    """`memae-ts score` output restricted to scored rows (of the first `rows` rows)."""
+    frame = edge_data.offline if rows is None else edge_data.offline.iloc[:rows]
+    return frame.dropna(subset=["score"]).reset_index(drop=True)
+
+
+def by_ts(records: list[Record], asset: str | None = None) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for r in records:
+        body = r.json()
+        if asset is None or body["asset"] == asset:
+            out.setdefault(body["ts"], []).append(body)
+    return out
+
+
+def assert_matches_offline(records: list[Record], offline: pd.DataFrame, asset: str = "asset-1") -> None:
+    """Every offline score is in the topic (no gaps), with the same values, and nothing else."""
+    live = by_ts(records, asset)
+    assert set(live) == set(offline.timestamp), (
+        f"missing {sorted(set(offline.timestamp) - set(live))[:5]}, "
+        f"extra {sorted(set(live) - set(offline.timestamp))[:5]}"
+    )
+    for row in offline.itertuples():
+        for rec in live[row.timestamp]:  # duplicates (at-least-once) must agree too
+            assert rec["score"] == pytest.approx(row.score, rel=1e-5, abs=1e-9), row.timestamp
+            assert rec["normalised_score"] == pytest.approx(row.normalised_score, rel=1e-5)
+            if abs(row.normalised_score - 1.0) > 1e-4:
+                assert rec["is_anomaly"] == bool(row.is_anomaly), row.timestamp
+            offline_top = [part.split(":")[0] for part in row.top_sensors.split(";")]
+            assert [t["sensor"] for t in rec["top_sensors"]][:2] == offline_top[:2], row.timestamp
+
+
+Message = tuple[bytes | None, bytes | None]
+
+
+def produce(bootstrap: str, topic: str, messages: list[Message], rate: float = 0) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5)
+    try:
+        start = time.monotonic()
+        for i, (key, value) in enumerate(messages):
+            if rate:
+                delay = start + i / rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            producer.send(topic, key=key, value=value)
+        producer.flush(timeout=120)
+    finally:
+        producer.close()
+
+
+def produce_in_background(*args, **kwargs) -> threading.Thread:
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            produce(*args, **kwargs)
+        except BaseException as exc:  # surfaced by join_producer
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.errors = errors  # type: ignore[attr-defined]
+    thread.start()
+    return thread
+
+
+def join_producer(thread: threading.Thread) -> None:
+    thread.join(120)
+    assert not thread.is_alive()
+    assert not thread.errors, thread.errors  # type: ignore[attr-defined]
+
+
+def wait_count(bootstrap: str, topic: str, n: int, timeout: float = 60) -> list[Record]:
+    deadline = time.monotonic() + timeout
+    records: list[Record] = []
+    while time.monotonic() < deadline:
+        records = read_topic(bootstrap, topic, n, timeout=min(5, max(0.5, deadline - time.monotonic())))
+        if len(records) >= n:
+            return records
+    return records
+
+
+def metric(daemon: EdgeProcess, name: str, **labels: str) -> float:
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in daemon.metrics().splitlines():
+        if line.startswith("#"):
+            continue
+        series, _, value = line.rpartition(" ")
+        metric_name, _, label_text = series.partition("{")
+        if metric_name != name:
+            continue
+        pairs = re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', label_text)
+        got = ",".join(f'{k}="{v}"' for k, v in sorted(pairs))
+        if got == want:
+            return float(value)
+    raise KeyError(f"{name}{labels} not exported")
+
+
+def committed_all(bootstrap: str, topic: str, group: str) -> tuple[dict[int, int | None], dict[int, int]]:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    try:
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        end = consumer.end_offsets(parts)
+        return {tp.partition: consumer.committed(tp) for tp in parts}, {tp.partition: end[tp] for tp in parts}
+    finally:
+        consumer.close()
+
+
+# -- tests -----------------------------------------------------------------------------------
+
+
+@pytest.mark.prometheus
+def test_replayed_csv_is_scored_like_offline_and_reaches_prometheus(
+    kafka_broker, kafka_names, edge_data, edge_daemons, prometheus_server
+):
+    kafka_broker.create_topic(kafka_names.input, partitions=2)
+    daemon = edge_daemons().start()
+    prometheus_server.set_targets([f"127.0.0.1:{daemon.port}"])
+    subprocess.run(
+        [sys.executable, "-m", "memae_ts.cli", "replay", str(edge_data.csv), "--topic", kafka_names.input,
+         "--brokers", kafka_broker.bootstrap],
+        cwd=REPO, check=True, capture_output=True,
+    )  # fmt: skip
+    offline = offline_scores(edge_data)
+    records = wait_count(kafka_broker.bootstrap, kafka_names.output, len(offline))
+    assert len(records) == len(offline)  # no failure: exactly once
+    assert_matches_offline(records, offline)
+    assert {r.key for r in records} == {b"asset-1"}
+
+    # The faults of the demo data are flagged, normal operation mostly is not.
+    flagged = {ts for ts, recs in by_ts(records).items() if recs[0]["is_anomaly"]}
+    labelled = offline[offline.label == 1]
+    normal = offline[offline.label == 0]
+    recall = labelled.timestamp.isin(flagged).mean()
+    false_alarms = normal.timestamp.isin(flagged).mean()
+    assert recall > 0.5 and recall > 2 * false_alarms, (recall, false_alarms)
+
+    # The dashboard's score panel query returns the latest score through the real Prometheus.
+    dash = json.loads((REPO / "edge/deploy/grafana/dashboards/memae-ts-edge.json").read_text())
+    expr = next(p for p in dash["panels"] if p["title"] == "Normalised anomaly score")["targets"][0]["expr"]
+    expr = expr.replace("$job", "memae-ts-edge").replace("$asset", ".*")
+    last = by_ts(records)[offline.timestamp.iloc[-1]][0]
+    result = prometheus_server.wait_for(
+        expr,
+        lambda res: bool(res) and float(res[0]["value"][1]) == pytest.approx(last["normalised_score"]),
+        timeout=30,
+    )
+    assert result[0]["metric"] == {"asset": "asset-1"}
+    assert metric(daemon, "memae_ts_readings_total") == len(edge_data.offline)
+    assert metric(daemon, "memae_ts_windows_scored_total") == len(offline)
+    assert metric(daemon, "memae_ts_scores_published_total") == len(offline)
+
+    # SIGTERM: exits cleanly and quickly with everything committed; a restart re-scores nothing.
+    t0 = time.monotonic()
+    assert daemon.stop(timeout=10) == 0
+    assert time.monotonic() - t0 < 5
+    committed, end = committed_all(kafka_broker.bootstrap, kafka_names.input, kafka_names.group)
+    assert {p: c or 0 for p, c in committed.items()} == end  # an empty partition has no commit
+    again = edge_daemons("edge-again").start()
+    time.sleep(2)
+    assert metric(again, "memae_ts_windows_scored_total") == 0
+    final = read_topic(kafka_broker.bootstrap, kafka_names.output, len(offline), timeout=5)
+    assert len(final) == len(offline)
+
+
+def test_malformed_messages_go_to_the_dead_letter_topic_and_good_ones_are_all_scored(
+    kafka_broker, kafka_names, edge_data, edge_daemons
+):
+    rows = 120
+    sensors = json.loads((edge_data.model / "config.json").read_text())["sensors"]
+    objects = list(read_messages(edge_data.csv, sensors=sensors))[:rows]
+    compact = list(read_messages(edge_data.csv, sensors=sensors, compact=True))[:rows]
+    good = [compact[i] if i % 2 else objects[i] for i in range(rows)]  # both forms mixed
+    first = json.loads(objects[0][1])
+    values = first["values"]
+    bad = [
+        (b"asset-1", b"{not json", "bad_json"),
+        (None, json.dumps({"ts": first["ts"], "values": values}).encode(), "bad_asset"),
+        (b"asset-1", json.dumps({"ts": "soon", "values": values}).encode(), "bad_timestamp"),
+        (b"asset-1", json.dumps({"ts": first["ts"], "values": {sensors[0]: 1.0}}).encode(), "missing_sensor"),
+        (b"asset-1", json.dumps({"ts": 1, "values": {**values, sensors[1]: "hi"}}).encode(), "non_numeric"),
+        (b"asset-1", b"[1, 2, 3]", "wrong_length"),
+        # a reading from an hour before the asset's previous one
+        (b"asset-1", json.dumps({"ts": "2026-10-31T23:00:00Z", "values": values}).encode(), "time_backwards"),
+    ]  # fmt: skip
+    messages: list[Message] = []
+    expected_reasons = []
+    for i, msg in enumerate(good):
+        messages.append(msg)
+        if i % 15 == 7:
+            key, value, reason = bad[(i // 15) % len(bad)]
+            messages.append((key, value))
+            expected_reasons.append(reason)
+    assert set(expected_reasons) == {b[2] for b in bad}
+
+    daemon = edge_daemons(batch_size=16).start()
+    produce(kafka_broker.bootstrap, kafka_names.input, messages)
+    offline = offline_scores(edge_data, rows)
+    records = wait_count(kafka_broker.bootstrap, kafka_names.output, len(offline))
+    assert_matches_offline(records, offline)
+    dead = wait_count(kafka_broker.bootstrap, kafka_names.dead_letter, len(expected_reasons))
+    assert [d.headers["reason"].decode() for d in dead] == expected_reasons
+    bad_values = {b[1] for b in bad}
+    assert all(d.value in bad_values for d in dead)  # the original message, unchanged
+    assert all(int(d.headers["source_offset"]) >= 0 for d in dead)
+    for reason, count in Counter(expected_reasons).items():
+        assert metric(daemon, "memae_ts_invalid_messages_total", reason=reason) == count
+
+
+def test_sigkill_and_restart_resumes_from_committed_offsets_without_gaps(
+    kafka_broker, kafka_names, edge_data, edge_daemons
+):
+    messages = list(read_messages(edge_data.csv))
+    offline = offline_scores(edge_data)
+    kafka_broker.create_topic(kafka_names.input, partitions=1)
+    first = edge_daemons("edge-1", batch_size=20).start()
+    producer = produce_in_background(kafka_broker.bootstrap, kafka_names.input, messages, rate=300)
+    before = wait_count(kafka_broker.bootstrap, kafka_names.output, 150)
+    first.kill()
+    assert len(before) < len(offline), "killed too late to test anything"
+    second = edge_daemons("edge-2", batch_size=20).start()
+    join_producer(producer)
+    records = wait_count(kafka_broker.bootstrap, kafka_names.output, len(offline), timeout=90)
+    assert_matches_offline(records, offline)  # duplicates allowed, gaps not
+    assert len(records) - len(offline) <= 20  # at most the uncommitted batch is scored twice
+    assert metric(second, "memae_ts_windows_scored_total") > 0
+
+
+def test_broker_restart_mid_stream_loses_nothing(kafka_broker, kafka_names, edge_data, edge_daemons):
+    messages = list(read_messages(edge_data.csv))
+    offline = offline_scores(edge_data)
+    kafka_broker.create_topic(kafka_names.input, partitions=1)
+    daemon = edge_daemons(batch_size=20).start()
+    producer = produce_in_background(kafka_broker.bootstrap, kafka_names.input, messages, rate=300)
+    before = wait_count(kafka_broker.bootstrap, kafka_names.output, 100)
+    kafka_broker.restart()
+    join_producer(producer)
+    records = wait_count(kafka_broker.bootstrap, kafka_names.output, len(offline), timeout=120)
+    assert len(before) < len(offline), "restarted too late to test anything"
+    assert_matches_offline(records, offline)
+    assert daemon.proc is not None and daemon.proc.poll() is None, daemon.logs()[-3000:]
+    assert read_topic(kafka_broker.bootstrap, kafka_names.dead_letter, 1, timeout=2) == []
+
+
+def assets_on_distinct_partitions(partitions: int) -> list[str]:
+    """Asset ids that the default partitioner puts on partitions 0..n-1, one each."""
+    chosen: dict[int, str] = {}
+    for i in range(1000):
+        name = f"pump-{i}"
+        chosen.setdefault((murmur2(name.encode()) & 0x7FFFFFFF) % partitions, name)
+        if len(chosen) == partitions:
+            return [chosen[p] for p in range(partitions)]
+    raise AssertionError("no spread found")
+
+
+def test_two_daemons_in_one_group_share_partitions_and_score_every_reading(
+    kafka_broker, kafka_names, edge_data, edge_daemons, tmp_path
+):
+    rows = 240
+    assets = assets_on_distinct_partitions(4)
+    kafka_broker.create_topic(kafka_names.input, partitions=4)
+    frame = pd.read_csv(edge_data.csv).iloc[:rows]
+    multi = pd.concat([frame.assign(asset=a) for a in assets]).sort_values("timestamp", kind="stable")
+    multi.to_csv(tmp_path / "multi.csv", index=False)
+    messages = list(read_messages(tmp_path / "multi.csv"))
+    offline = offline_scores(edge_data, rows)
+
+    a = edge_daemons("edge-a", batch_size=20).start()
+    producer = produce_in_background(kafka_broker.bootstrap, kafka_names.input, messages, rate=400)
+    wait_count(kafka_broker.bootstrap, kafka_names.output, 50)
+    b = edge_daemons("edge-b", batch_size=20).start()  # joins mid-stream: rebalance
+    join_producer(producer)
+    records = wait_count(kafka_broker.bootstrap, kafka_names.output, len(assets) * len(offline), timeout=90)
+    for asset in assets:
+        assert_matches_offline(records, offline, asset=asset)
+    assert metric(a, "memae_ts_windows_scored_total") > 0
+    assert metric(b, "memae_ts_windows_scored_total") > 0
+    assigned_b = [e["partitions"] for e in b.log_events() if e.get("msg") == "partitions assigned"]
+    assert assigned_b and len(assigned_b[-1]) == 2
+
+
+def test_sighup_reloads_the_model_between_batches_without_losing_readings(
+    kafka_broker, kafka_names, edge_data, edge_daemons, tmp_path
+):
+    model = tmp_path / "served-model"
+    model.mkdir()
+    for f in edge_data.model.iterdir():
+        (model / f.name).write_bytes(f.read_bytes())
+    messages = list(read_messages(edge_data.csv))
+    offline = offline_scores(edge_data)
+    daemon = edge_daemons(model=model, batch_size=25).start()
+    old_version = json.loads((model / "config.json").read_text())["model_id"]
+
+    produce(kafka_broker.bootstrap, kafka_names.input, messages[:300])
+    wait_count(kafka_broker.bootstrap, kafka_names.output, len(offline_scores(edge_data, 300)))
+
+    # A "new model": same weights, threshold doubled (what a recalibration ships).
+    config = json.loads((model / "config.json").read_text())
+    threshold = config["threshold"]["value"]
+    config["threshold"]["value"] = 2 * threshold
+    config["model_id"] = "recalibrated"
+    (model / "config.json.tmp").write_text(json.dumps(config))
+    (model / "config.json.tmp").replace(model / "config.json")
+    daemon.send(signal.SIGHUP)
+    deadline = time.monotonic() + 20
+    while metric(daemon, "memae_ts_model_reloads_total", result="ok") < 1:
+        assert time.monotonic() < deadline, daemon.logs()[-2000:]
+        time.sleep(0.2)
+
+    produce(kafka_broker.bootstrap, kafka_names.input, messages[300:])
+    records = wait_count(kafka_broker.bootstrap, kafka_names.output, len(offline))
+    live = by_ts(records)
+    assert set(live) == set(offline.timestamp) and len(records) == len(offline)
+    for row in offline.itertuples():
+        rec = live[row.timestamp][0]
+        assert rec["score"] == pytest.approx(row.score, rel=1e-5, abs=1e-9)
+        if rec["model_version"] == "recalibrated":
+            assert rec["normalised_score"] == pytest.approx(row.score / (2 * threshold), rel=1e-5)
+        else:
+            assert rec["model_version"] == old_version
+    versions = [live[ts][0]["model_version"] for ts in offline.timestamp]
+    switch = versions.index("recalibrated")
+    assert set(versions[:switch]) == {old_version} and set(versions[switch:]) == {"recalibrated"}
+    assert switch >= len(offline_scores(edge_data, 300))
+
+    # A broken bundle is refused and the daemon keeps serving the model it has.
+    (model / "config.json").write_text("{broken")
+    daemon.send(signal.SIGHUP)
+    deadline = time.monotonic() + 20
+    while metric(daemon, "memae_ts_model_reloads_total", result="error") < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert daemon.get("/readyz")[0] == 200
+    assert metric(daemon, "memae_ts_model_info", version="recalibrated", engine=metric_engine(daemon),
+                  sensors=",".join(config["sensors"]), window=str(config["window"])) == 1  # fmt: skip
+
+
+def metric_engine(daemon: EdgeProcess) -> str:
+    for line in daemon.metrics().splitlines():
+        if line.startswith("memae_ts_model_info{"):
+            return line.split('engine="')[1].split('"')[0]
+    raise KeyError("memae_ts_model_info")
+
+
+def test_health_and_readiness_endpoints(kafka_names, edge_daemons):
+    daemon = edge_daemons().start()
+    code, body = daemon.get("/healthz")
+    assert code == 200 and json.loads(body)["ok"] is True
+    code, body = daemon.get("/readyz")
+    assert code == 200 and json.loads(body) == {
+        "ok": True, "model_loaded": True, "group_joined": True, "stopping": False,
+    }  # fmt: skip
+    assert daemon.get("/nope")[0] == 404
+    # structured logs: every line is a JSON object with a level and a message
+    events = daemon.log_events()
+    assert events and all({"ts", "level", "msg"} <= set(e) for e in events)
+    assert any(e["msg"] == "model loaded" for e in events)
+
+
+def test_bad_config_exits_with_a_message(tmp_path):
+    bad = tmp_path / "edge.toml"
+    bad.write_text("[kafka]\nbrokers = 5\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "memae_ts.cli", "edge", "--config", str(bad)],
+        cwd=REPO, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert "kafka.brokers" in out.stderr
+
+
+def test_missing_model_exits_nonzero(tmp_path, kafka_broker):
+    cfg = tmp_path / "edge.toml"
+    missing = tmp_path / "nope"
+    cfg.write_text(f'[kafka]\nbrokers = ["{kafka_broker.bootstrap}"]\n[model]\npath = "{missing}"\n')
+    out = subprocess.run(
+        [sys.executable, "-m", "memae_ts.cli", "edge", "--config", str(cfg)],
+        cwd=REPO, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert out.returncode != 0
+    assert "nope" in out.stderr
