@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "memae_ts.commands.plot",
     "memae_ts.commands.info",
     "memae_ts.commands.demo_data",
+    "memae_ts.commands.export",
     "edge.cli",
 ]
 
