@@ -22,13 +22,14 @@ install: $(PY)
 	$(PIP) install --quiet -e '.[dev]'
 
 demo: install
-	$(BIN)/memae-ts demo-data $(DEMO_DIR)/plant.csv --seed 7
-	$(BIN)/memae-ts fit $(DEMO_DIR)/plant.csv --label-column anomaly -o $(DEMO_DIR)/model --seed 7
+	$(BIN)/memae-ts demo-data $(DEMO_DIR)/history.csv --days 7 --no-faults --seed 1
+	$(BIN)/memae-ts demo-data $(DEMO_DIR)/live.csv --days 3 --seed 2
+	$(BIN)/memae-ts fit $(DEMO_DIR)/history.csv -o $(DEMO_DIR)/model --epochs 40 --seed 7
 	$(BIN)/memae-ts info $(DEMO_DIR)/model
-	$(BIN)/memae-ts score $(DEMO_DIR)/model $(DEMO_DIR)/plant.csv -o $(DEMO_DIR)/scores.csv
-	$(BIN)/memae-ts evaluate $(DEMO_DIR)/model $(DEMO_DIR)/plant.csv --label-column anomaly
-	$(BIN)/memae-ts plot $(DEMO_DIR)/model $(DEMO_DIR)/plant.csv --label-column anomaly -o $(DEMO_DIR)/plot.png
-	@echo "Demo done: see $(DEMO_DIR)/scores.csv and $(DEMO_DIR)/plot.png"
+	$(BIN)/memae-ts score $(DEMO_DIR)/model $(DEMO_DIR)/live.csv -o $(DEMO_DIR)/scores.csv
+	$(BIN)/memae-ts evaluate $(DEMO_DIR)/model $(DEMO_DIR)/live.csv --label-column anomaly
+	$(BIN)/memae-ts plot $(DEMO_DIR)/model $(DEMO_DIR)/live.csv --label-column anomaly -o $(DEMO_DIR)/plot.png
+	@echo "Demo done: scores in $(DEMO_DIR)/scores.csv, picture in $(DEMO_DIR)/plot.png"
 
 # Test-only tools (Kafka broker jars from Maven Central, Prometheus from Debian, GoogleTest).
 tools:
