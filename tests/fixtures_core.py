@@ -17,9 +17,10 @@ TINY_PARAMS = {
     "channels": (8, 16),
     "latent": 8,
     "memory_slots": 20,
-    "epochs": 4,
-    "patience": 4,
-    "batch_size": 128,
+    "epochs": 10,
+    "patience": 5,
+    "batch_size": 32,
+    "learning_rate": 3e-3,
     "seed": 3,
 }
 
