@@ -1,4 +1,5 @@
-// Run-time choice of the kernel table from CPU features.
+// Run-time choice of the kernel table from CPU features. MEMAE_SCALAR_ONLY builds without the
+// per-ISA translation units (the single-command libFuzzer build in scripts/run-ctest.sh).
 #include <cstdlib>
 #include <cstring>
 
@@ -8,7 +9,7 @@ namespace memae {
 
 std::vector<const KernelTable*> available_kernels() {
     std::vector<const KernelTable*> out{&kernels_scalar()};
-#if defined(__x86_64__) || defined(_M_X64)
+#if (defined(__x86_64__) || defined(_M_X64)) && !defined(MEMAE_SCALAR_ONLY)
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
         out.push_back(&kernels_avx2());
@@ -17,7 +18,7 @@ std::vector<const KernelTable*> available_kernels() {
         out.push_back(&kernels_avx512());
     }
 #endif
-#if defined(__aarch64__)
+#if defined(__aarch64__) && !defined(MEMAE_SCALAR_ONLY)
     out.push_back(&kernels_neon());
 #endif
     return out;

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# C++ test dependencies from Debian: GoogleTest (+ cmake, ninja, g++ if a machine lacks them).
+# Called by scripts/install-test-tools.sh with the tools dir as $1 (unused: these are system
+# packages). Idempotent: when everything is installed it only runs dpkg queries.
+set -euo pipefail
+need=()
+for pkg in libgtest-dev cmake ninja-build g++; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+done
+if [ "${#need[@]}" -eq 0 ]; then
+    exit 0
+fi
+echo "installing C++ test dependencies: ${need[*]}"
+export DEBIAN_FRONTEND=noninteractive
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+if ! $SUDO apt-get install -y --no-install-recommends "${need[@]}"; then
+    $SUDO apt-get update
+    $SUDO apt-get install -y --no-install-recommends "${need[@]}"
+fi
