@@ -12,12 +12,27 @@ from typing import Any
 
 log = logging.getLogger("memae_ts.edge")
 
+EDGE_EXAMPLES = """\
+examples:
+  memae-ts edge --config /etc/memae-ts/edge.toml
+  memae-ts edge --config edge.toml --check          validate config and model, then exit
+  MEMAE_TS_KAFKA_BROKERS=10.0.0.5:9092 memae-ts edge --config edge.toml
+"""
+
+REPLAY_EXAMPLES = """\
+examples:
+  memae-ts replay live.csv --topic sensor-readings --brokers 127.0.0.1:9092 --rate 50
+  memae-ts replay plant.csv --topic readings --asset-column machine --model pump-model --compact
+"""
+
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "edge",
         help="run the edge daemon: Kafka readings in, anomaly scores out (Kafka + Prometheus)",
         description="Run the edge daemon. See docs/edge.md for the config file and message contract.",
+        epilog=EDGE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", help="TOML config file (environment MEMAE_TS_<SECTION>_<KEY> overrides it)")
     p.add_argument("--check", action="store_true", help="validate the config and the model, then exit")
@@ -27,6 +42,8 @@ def register(subparsers: Any) -> None:
         "replay",
         help="produce a sensor CSV into a Kafka topic as reading messages",
         description="Produce each CSV row as one reading message (key = asset), at --rate rows/s.",
+        epilog=REPLAY_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     r.add_argument("csv", help="sensor CSV (timestamp column, sensor columns, optional asset column)")
     r.add_argument("--topic", required=True, help="input topic of the edge daemon")
