@@ -13,7 +13,7 @@ import os
 import re
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -336,19 +336,13 @@ def frame_to_sensor_data(
 
 
 def _take(data: SensorData, order: np.ndarray) -> SensorData:
-    return SensorData(
-        source=data.source,
-        sensors=data.sensors,
+    return replace(
+        data,
         values=data.values[order],
         timestamps=None if data.timestamps is None else data.timestamps[order],
         assets=None if data.assets is None else data.assets[order],
         labels=None if data.labels is None else data.labels[order],
         row_numbers=data.row_numbers[order],
-        time_column=data.time_column,
-        asset_column=data.asset_column,
-        label_column=data.label_column,
-        ignored_columns=data.ignored_columns,
-        n_source_rows=data.n_source_rows,
     )
 
 
