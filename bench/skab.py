@@ -1,0 +1,248 @@
+"""SKAB benchmark (Skoltech Anomaly Benchmark) with the published leaderboard protocol.
+
+Protocol (README of waico/SKAB, restated in ../shared/data/README.md): each of the 34 labelled
+files is handled on its own; its first 400 rows train the model (assumed normal), the remaining
+rows are the test part; confusion counts are summed over all 34 test parts and F1, FAR and MAR
+computed from the pooled counts, point-wise, no point adjustment.
+
+How memae-ts fits in, and why:
+- `MemAE(**defaults)` is fitted on the 400 training rows exactly as `memae-ts fit` would: the
+  estimator's own scaler, validation split and threshold rule. No test label is used for
+  anything but the final counts; nothing is tuned per file.
+- The whole file is then scored and the test rows (400 onwards) are evaluated. The window that
+  ends at a test row may reach back into the training rows: a deployed detector has seen the
+  minutes before, so the first test rows are scored like any other. Rows left without a score
+  (after a logging gap the window must refill) are counted as "normal" (no alarm), so every
+  test row of the leaderboard is counted.
+- Per-file scores are pooled as normalised scores (score / that file's threshold, alarm at 1.0).
+
+A second, more realistic setting ("anomaly-free"): one model is trained on
+`anomaly-free/anomaly-free.csv` and applied unchanged to the test part of every file.
+
+Run:  .venv/bin/python bench/skab.py            (all variants, ~minutes on 2 cores)
+      .venv/bin/python bench/skab.py --variants memae --files valve1/0.csv --epochs 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+from memae_ts.data import DataWarning  # noqa: E402
+from memae_ts.estimator import MemAE  # noqa: E402
+from memae_ts.metrics import evaluate  # noqa: E402
+
+DEFAULT_DATA = os.path.join(REPO, "..", "shared", "data", "SKAB", "data")
+TRAIN_ROWS = 400
+LABEL_COLUMNS = ("anomaly", "changepoint")
+GROUPS = ("valve1", "valve2", "other")
+
+# Published leaderboard (outlier detection): F1, FAR %, MAR %.
+LEADERBOARD: list[tuple[str, float, float, float]] = [
+    ("Conv-AE", 0.78, 13.55, 28.02),
+    ("MSET", 0.78, 39.73, 14.13),
+    ("T²+Q (PCA)", 0.76, 26.62, 24.92),
+    ("LSTM-AE", 0.74, 29.96, 25.92),
+    ("T²", 0.66, 19.21, 42.6),
+    ("Vanilla AE", 0.39, 2.59, 75.15),
+    ("Isolation Forest", 0.29, 2.56, 82.89),
+]
+
+# The ablation: the same estimator with its defaults, memory off, sparsity off.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "memae": {},
+    "ae": {"use_memory": False},
+    "memae_nosparse": {"shrink_threshold": 0.0, "entropy_weight": 0.0},
+}
+
+log = logging.getLogger("bench.skab")
+
+
+@dataclass
+class FileResult:
+    name: str
+    labels: np.ndarray  # test rows only
+    normalised: np.ndarray  # test rows only, NaN where unscored
+    full_scores: np.ndarray  # every row of the file (for plots)
+    threshold: float
+
+
+def labelled_files(root: str, only: Sequence[str] = ()) -> list[str]:
+    """The 34 labelled files as 'group/name.csv', in a stable order."""
+    names: list[str] = []
+    for group in GROUPS:
+        folder = os.path.join(root, group)
+        files = sorted(os.listdir(folder), key=lambda f: (len(f), f))
+        names += [f"{group}/{f}" for f in files if f.endswith(".csv")]
+    if only:
+        missing = [n for n in only if n not in names]
+        if missing:
+            raise SystemExit(f"unknown SKAB file(s) {missing}; known: {names}")
+        names = [n for n in names if n in only]
+    return names
+
+
+def read(root: str, name: str) -> pd.DataFrame:
+    return pd.read_csv(os.path.join(root, name), sep=";")
+
+
+def fit_model(params: dict[str, Any], frame: pd.DataFrame) -> MemAE:
+    with warnings.catch_warnings():
+        # Short training parts make the estimator warn (few held-out windows); expected here.
+        warnings.simplefilter("ignore", DataWarning)
+        return MemAE(**params).fit(frame)
+
+
+def score_file(model: MemAE, frame: pd.DataFrame, name: str) -> FileResult:
+    scores = model.score_samples(frame.drop(columns=list(LABEL_COLUMNS)))
+    labels = frame["anomaly"].to_numpy()[TRAIN_ROWS:].astype(np.int64)
+    return FileResult(
+        name=name,
+        labels=labels,
+        normalised=scores[TRAIN_ROWS:] / model.threshold_,
+        full_scores=scores,
+        threshold=float(model.threshold_),
+    )
+
+
+def pooled(results: Sequence[FileResult]) -> dict[str, Any]:
+    labels = np.concatenate([r.labels for r in results])
+    scores = np.concatenate([r.normalised for r in results])
+    return evaluate(labels, scores, 1.0, nan_policy="normal")
+
+
+def run_leaderboard(root: str, files: Sequence[str], params: dict[str, Any]) -> list[FileResult]:
+    out: list[FileResult] = []
+    for name in files:
+        frame = read(root, name)
+        model = fit_model(params, frame.iloc[:TRAIN_ROWS].drop(columns=list(LABEL_COLUMNS)))
+        out.append(score_file(model, frame, name))
+        log.info("%s: threshold %.4g", name, model.threshold_)
+    return out
+
+
+def run_anomaly_free(root: str, files: Sequence[str], params: dict[str, Any]) -> list[FileResult]:
+    model = fit_model(params, pd.read_csv(os.path.join(root, "anomaly-free", "anomaly-free.csv"), sep=";"))
+    return [score_file(model, read(root, name), name) for name in files]
+
+
+def _fmt(metrics: dict[str, Any]) -> str:
+    return (
+        f"F1 {metrics['f1']:.3f}  FAR {100 * metrics['far']:6.2f} %  MAR {100 * metrics['mar']:6.2f} %  "
+        f"P {metrics['precision']:.3f}  R {metrics['recall']:.3f}  ROC-AUC {metrics['roc_auc']:.3f}  "
+        f"PR-AUC {metrics['pr_auc']:.3f}  (point-adjusted F1, extra: {metrics['point_adjusted_f1']:.3f})"
+    )
+
+
+def markdown_table(rows: list[tuple[str, dict[str, Any], float]]) -> str:
+    lines = [
+        "| Method | F1 | FAR % | MAR % | ROC-AUC | PR-AUC | wall time |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for label, m, seconds in rows:
+        lines.append(
+            f"| **{label}** | {m['f1']:.3f} | {100 * m['far']:.2f} | {100 * m['mar']:.2f} | "
+            f"{m['roc_auc']:.3f} | {m['pr_auc']:.3f} | {seconds:.0f} s |"
+        )
+    for name, f1, far, mar in LEADERBOARD:
+        lines.append(f"| {name} (published) | {f1:.2f} | {far:.2f} | {mar:.2f} | | | |")
+    return "\n".join(lines)
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """`key=value` pairs, values parsed as JSON when possible (numbers, true/false, null, lists)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, _, raw = item.partition("=")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", default=DEFAULT_DATA, help="SKAB data folder (default %(default)s)")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--files", nargs="*", default=(), help="subset, e.g. valve1/0.csv")
+    parser.add_argument("--epochs", type=int, default=None, help="override the default epochs (smoke runs)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", nargs="*", default=(), metavar="KEY=VALUE", help="extra MemAE parameters")
+    parser.add_argument("--no-anomaly-free", action="store_true", help="skip the anomaly-free setting")
+    parser.add_argument("--scores-out", default=None, help="save per-file scores (.npz) for plots")
+    parser.add_argument("--json-out", default=None, help="write the results as JSON")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1 is fastest on a shared machine)"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    os.environ["MEMAE_TS_THREADS"] = str(args.threads)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+
+    root = os.path.normpath(args.data)
+    if not os.path.isdir(os.path.join(root, "valve1")):
+        print(f"SKAB data not found at {root}; skipping (pass --data)", file=sys.stderr)
+        return 0
+    files = labelled_files(root, args.files)
+    common = {"seed": args.seed, **parse_overrides(args.set)}
+    if args.epochs is not None:
+        common["epochs"] = args.epochs
+
+    import torch
+
+    print(f"SKAB, {len(files)} files, torch threads {torch.get_num_threads()}, overrides {common}")
+    rows: list[tuple[str, dict[str, Any], float]] = []
+    saved: dict[str, np.ndarray] = {}
+    for variant in args.variants:
+        params = {**common, **VARIANTS[variant]}
+        start = time.perf_counter()
+        results = run_leaderboard(root, files, params)
+        seconds = time.perf_counter() - start
+        metrics = pooled(results)
+        rows.append((f"{variant} (leaderboard protocol)", metrics, seconds))
+        print(f"{variant:>15} leaderboard : {_fmt(metrics)}  [{seconds:.0f} s]", flush=True)
+        for r in results:
+            saved[f"{variant}/{r.name}"] = r.full_scores / r.threshold
+    if not args.no_anomaly_free:
+        for variant in args.variants:
+            params = {**common, **VARIANTS[variant]}
+            start = time.perf_counter()
+            results = run_anomaly_free(root, files, params)
+            seconds = time.perf_counter() - start
+            metrics = pooled(results)
+            rows.append((f"{variant} (trained once on anomaly-free.csv)", metrics, seconds))
+            print(f"{variant:>15} anomaly-free: {_fmt(metrics)}  [{seconds:.0f} s]", flush=True)
+    print()
+    print(markdown_table(rows))
+    if args.scores_out:
+        np.savez_compressed(args.scores_out, **saved)
+    if args.json_out:
+        with open(args.json_out, "w", encoding="utf-8") as handle:
+            json.dump(
+                {"overrides": common, "files": files, "rows": [[n, m, s] for n, m, s in rows]},
+                handle,
+                indent=1,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
