@@ -120,6 +120,12 @@ class Runtime:
 
     def score(self, windows: Any) -> tuple[np.ndarray, np.ndarray]:
         """Window scores (B,) and per-sensor contributions (B, S); float32."""
+        if type(windows) is np.ndarray and windows.dtype is _F32 and windows.flags.c_contiguous:
+            try:  # the hot path at batch 1, kept free of extra Python calls
+                scores, contributions = self._model.score(windows, self.threads)
+            except ValueError as exc:
+                raise DataError(str(exc)) from None
+            return scores, contributions
         scores, contributions = self._call(self._model.score, windows)
         return scores, contributions
 

@@ -216,3 +216,21 @@ def test_random_byte_flips_never_crash(good) -> None:
             runtime.score(x)
         except ValueError:
             pass
+
+
+def test_atheris_fuzz_target_runs_clean(tmp_path: Path) -> None:
+    """A short atheris run of tests/fuzz_runtime_loader.py (seeded with a valid bundle)."""
+    pytest.importorskip("atheris")
+    import subprocess
+    import sys
+
+    target = Path(__file__).resolve().parent / "fuzz_runtime_loader.py"
+    out = subprocess.run(
+        [sys.executable, str(target), "-runs=20000", "-seed=7", str(tmp_path / "corpus")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Done 20000 runs" in out.stderr
