@@ -34,6 +34,7 @@ class _AssetState:
     last_ts: float | None = None
     last_values: np.ndarray = field(init=False)
     nan_run: np.ndarray = field(init=False)
+    in_dropout: bool = False
 
     def __post_init__(self) -> None:
         self.rows = np.zeros((2 * self.window, self.n_sensors), dtype=np.float32)
@@ -114,6 +115,14 @@ class WindowBuffers:
 
         row = reading.values
         missing = np.isnan(row)
+        if not missing.any():  # the common case: no dropout, nothing to fill
+            if state.in_dropout:
+                state.nan_run[:] = 0
+                state.in_dropout = False
+            state.last_values = row
+            state.append(row, offset)
+            return state.window_view() if state.count >= self.window else None
+        state.in_dropout = True
         state.nan_run = np.where(missing, state.nan_run + 1, 0)
         if missing.any():
             known = ~np.isnan(state.last_values)

@@ -40,7 +40,8 @@ class KafkaSink:
         topic: str,
         dead_letter_topic: str,
         *,
-        linger_ms: int = 5,
+        linger_ms: int = 50,
+        batch_size: int = 1 << 20,
         delivery_timeout_ms: int = 120_000,
     ) -> None:
         self.topic = topic
@@ -50,7 +51,10 @@ class KafkaSink:
             **client_config,
             acks="all",
             enable_idempotence=True,
+            # The processor flushes after every poll, so linger only saves wake-ups of the
+            # sender thread (one per new batch), which cost more than the records themselves.
             linger_ms=linger_ms,
+            batch_size=batch_size,
             delivery_timeout_ms=delivery_timeout_ms,
             compression_type=None,
         )

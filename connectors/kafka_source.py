@@ -70,6 +70,8 @@ class KafkaSource:
             max_poll_records=batch_size,
             session_timeout_ms=session_timeout_ms,
             heartbeat_interval_ms=max(1000, session_timeout_ms // 4),
+            # Notice a topic created (or partitions added) after we joined within 30 s, not 5 min.
+            metadata_max_age_ms=30_000,
         )
         self.consumer.subscribe([topic], listener=_Listener(self))
 

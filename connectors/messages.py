@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -80,9 +81,10 @@ def parse_timestamp(raw: Any) -> float:
 def format_timestamp(ts: float) -> str:
     """Epoch seconds -> ISO 8601 UTC with ``Z``, as ``memae-ts score`` writes it (microseconds
     only when present)."""
-    dt = datetime.fromtimestamp(round(ts, 6), tz=timezone.utc)
-    spec = "microseconds" if dt.microsecond else "seconds"
-    return dt.isoformat(timespec=spec).replace("+00:00", "Z")
+    micros = round(ts * 1_000_000)
+    seconds, frac = divmod(micros, 1_000_000)
+    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    return f"{text}.{frac:06d}Z" if frac else f"{text}Z"
 
 
 def _number(sensor: str, raw: Any) -> float:
@@ -134,12 +136,16 @@ class ReadingParser:
         values = body.get("values")
         if not isinstance(values, dict):
             raise InvalidMessage("missing_sensor", "no 'values' object")
-        row = np.empty(len(self.sensors), dtype=np.float64)
-        for i, sensor in enumerate(self.sensors):
-            if sensor not in values:
-                raise InvalidMessage("missing_sensor", f"sensor {sensor!r} is missing"[:120])
-            row[i] = _number(sensor, values[sensor])
-        return Reading(asset, ts, row)
+        try:
+            raw = [values[s] for s in self.sensors]
+        except KeyError as exc:
+            raise InvalidMessage("missing_sensor", f"sensor {exc.args[0]!r} is missing"[:120]) from None
+        if all(type(v) is float or type(v) is int for v in raw):  # fast path: all plain numbers
+            row = np.array(raw, dtype=np.float64)
+            if np.isinf(row).any():
+                raise InvalidMessage("non_numeric", "a sensor value is infinite")
+            return Reading(asset, ts, row)
+        return Reading(asset, ts, np.array([_number(s, v) for s, v in zip(self.sensors, raw, strict=True)]))
 
     def _compact(self, key: bytes | None, body: list[Any]) -> Reading:
         if len(body) != len(self.sensors) + 1:
@@ -180,15 +186,18 @@ class ScoreRecord:
     model_version: str
 
     def to_json(self) -> bytes:
-        return json.dumps(
-            {
-                "asset": self.asset,
-                "ts": format_timestamp(self.ts),
-                "score": self.score,
-                "normalised_score": self.normalised_score,
-                "is_anomaly": self.is_anomaly,
-                "top_sensors": [{"sensor": s, "share": round(v, 4)} for s, v in self.top_sensors],
-                "model_version": self.model_version,
-            },
-            separators=(",", ":"),
+        # Hand-built (the daemon writes one per window): strings through json.dumps, floats
+        # through repr (exact round trip), non-finite numbers as null.
+        top = ",".join(
+            f'{{"sensor":{json.dumps(s)},"share":{_json_number(round(v, 4))}}}' for s, v in self.top_sensors
+        )
+        return (
+            f'{{"asset":{json.dumps(self.asset)},"ts":"{format_timestamp(self.ts)}",'
+            f'"score":{_json_number(self.score)},"normalised_score":{_json_number(self.normalised_score)},'
+            f'"is_anomaly":{"true" if self.is_anomaly else "false"},"top_sensors":[{top}],'
+            f'"model_version":{json.dumps(self.model_version)}}}'
         ).encode()
+
+
+def _json_number(x: float) -> str:
+    return repr(float(x)) if math.isfinite(x) else "null"

@@ -130,13 +130,18 @@ class EdgeMetrics:
              "engine": engine}
         )
 
-    def observe_score(self, asset: str, score: float, normalised: float, anomaly: bool) -> None:
+    def observe_score(
+        self, asset: str, score: float, normalised: float, anomaly: bool, anomalies: int | None = None
+    ) -> None:
+        """Latest score of ``asset``; ``anomalies`` anomalous windows since the last call
+        (default: this one, if anomalous)."""
         self.score.labels(asset=asset).set(score)
         self.normalised.labels(asset=asset).set(normalised)
         self.flag.labels(asset=asset).set(1.0 if anomaly else 0.0)
         counter = self.anomalies.labels(asset=asset)  # created at 0 on first sight
-        if anomaly:
-            counter.inc()
+        count = int(anomaly) if anomalies is None else anomalies
+        if count:
+            counter.inc(count)
 
     def set_lag(self, lags: dict[int, int]) -> None:
         for partition, lag in lags.items():

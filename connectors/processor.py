@@ -110,9 +110,14 @@ class StreamProcessor:
 
     def step(self) -> int:
         """Poll once, process what came, checkpoint. Returns the number of messages."""
+        t0 = time.monotonic()
         records = self.source.poll(self.config.poll_timeout_ms)
         if records:
             self.process(records)
+        elif not self.source.assigned:
+            # A member without partitions (more daemons than partitions, topic not there yet):
+            # kafka-python may return at once, so wait here instead of spinning on a core.
+            time.sleep(max(0.0, self.config.poll_timeout_ms / 1000 - (time.monotonic() - t0)))
         self.checkpoint()
         return len(records)
 
@@ -161,6 +166,9 @@ class StreamProcessor:
         totals = contributions.sum(axis=1)
         totals[totals == 0] = 1.0
         inv_threshold = 1.0 / model.threshold
+        latest: dict[str, tuple[float, float, bool]] = {}
+        anomalies: dict[str, int] = {}
+        sensors = model.sensors
         for i, (asset, ts, produced_ms) in enumerate(meta):
             score = float(scores[i])
             normalised = score * inv_threshold
@@ -172,14 +180,16 @@ class StreamProcessor:
                     score=score,
                     normalised_score=normalised,
                     is_anomaly=anomaly,
-                    top_sensors=[
-                        (model.sensors[j], float(contributions[i, j] / totals[i])) for j in top[i]
-                    ],
+                    top_sensors=[(sensors[j], float(contributions[i, j] / totals[i])) for j in top[i]],
                     model_version=model.version,
                 )
             )
-            self.metrics.observe_score(asset, score, normalised, anomaly)
+            latest[asset] = (score, normalised, anomaly)
+            anomalies[asset] = anomalies.get(asset, 0) + anomaly
             self._pending.produced_ms.append(produced_ms)
+        # Gauges only show the latest window: one update per asset and batch, not per window.
+        for asset, (score, normalised, anomaly) in latest.items():
+            self.metrics.observe_score(asset, score, normalised, anomaly, anomalies[asset])
         self.metrics.windows_scored.inc(len(meta))
         self.metrics.last_reading.set(max(m[1] for m in meta))
 

@@ -83,7 +83,7 @@ class ModelSection:
 
 @dataclass
 class ProcessingSection:
-    batch_size: int = 500
+    batch_size: int = 1000
     poll_timeout_ms: int = 200
     top_sensors: int = 3
     backwards_tolerance_seconds: float = 0.0

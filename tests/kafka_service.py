@@ -208,4 +208,17 @@ class KafkaBroker:
             admin.create_topics([NewTopic(name, partitions, 1)])
         finally:
             admin.close()
+        # Creation returns before every listener serves the metadata; a consumer that joins
+        # in between gets no partitions until its next metadata refresh.
+        from kafka import KafkaConsumer
+
+        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap)
+        try:
+            deadline = time.monotonic() + 30
+            while len(consumer.partitions_for_topic(name) or ()) < partitions:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"topic {name} not visible")
+                time.sleep(0.1)
+        finally:
+            consumer.close()
         return name
