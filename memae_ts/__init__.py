@@ -7,9 +7,16 @@ engines, connectors) runs on numpy alone, and only training needs ``memae-ts[tra
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 from memae_ts.errors import BundleError, DataError, MemaeError, MissingDependencyError
+
+# Busy-waiting OpenMP threads (the default) make the small matrices of a sensor model train
+# 15-20x slower as soon as another process competes for the cores (measured on a shared 2-core
+# machine); passive waiting costs nothing on an idle one. Must be set before torch loads, and
+# never overrides a user's choice.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
 
