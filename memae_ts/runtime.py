@@ -90,7 +90,7 @@ class Runtime:
 
     @property
     def isa(self) -> str:
-        """Kernel table in use, e.g. 'avx512_6x32' (ISA and GEMM register tile)."""
+        """Kernel table in use, e.g. 'avx512_8x32' (ISA and GEMM register tile)."""
         return str(self._model.isa)
 
     def _windows(self, windows: Any) -> np.ndarray:

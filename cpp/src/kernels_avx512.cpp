@@ -17,8 +17,8 @@ namespace avx512 {
 struct I {
     using V = __m512;
     static constexpr int W = 16;
-    static constexpr int MR = 6;
-    static constexpr const char* kName = "avx512_6x32";
+    static constexpr int MR = 8;
+    static constexpr const char* kName = "avx512_8x32";
     static __mmask16 tail_mask(int n) { return static_cast<__mmask16>((1u << n) - 1u); }
     static V zero() { return _mm512_setzero_ps(); }
     static V set1(float v) { return _mm512_set1_ps(v); }

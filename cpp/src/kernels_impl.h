@@ -59,13 +59,15 @@ static void gemm(int M, int N, int K, const float* A, int lda, const float* Bp, 
         for (; m + MR <= M; m += MR) gemm_tile<MR>(K, A + static_cast<long>(m) * lda, lda, bp, C + static_cast<long>(m) * ldc + n0, ldc, b, cols, accumulate);
         const float* a = A + static_cast<long>(m) * lda;
         float* c = C + static_cast<long>(m) * ldc + n0;
-        switch (M - m) {
+        switch (M - m) {  // MR <= 8, so at most 7 rows remain
             case 0: break;
             case 1: gemm_tile<1>(K, a, lda, bp, c, ldc, b, cols, accumulate); break;
             case 2: gemm_tile<2>(K, a, lda, bp, c, ldc, b, cols, accumulate); break;
             case 3: gemm_tile<3>(K, a, lda, bp, c, ldc, b, cols, accumulate); break;
             case 4: gemm_tile<4>(K, a, lda, bp, c, ldc, b, cols, accumulate); break;
-            default: gemm_tile<5>(K, a, lda, bp, c, ldc, b, cols, accumulate); break;  // MR <= 6
+            case 5: gemm_tile<5>(K, a, lda, bp, c, ldc, b, cols, accumulate); break;
+            case 6: gemm_tile<6>(K, a, lda, bp, c, ldc, b, cols, accumulate); break;
+            default: gemm_tile<7>(K, a, lda, bp, c, ldc, b, cols, accumulate); break;
         }
     }
 }
@@ -90,19 +92,23 @@ static float scale_max(float* x, int n, float scale, const float* mul) {
     return m;
 }
 
-static float exp_sum(float* x, int n, float shift) {
-    const V sh = I::set1(shift);
+static float exp_sum(float* x, int n, float scale, const float* mul, float shift) {
+    const V sc = I::set1(scale), sh = I::set1(shift);
     V acc = I::zero();
     int i = 0;
     for (; i + W <= n; i += W) {
-        const V e = I::exp(I::sub(I::load(x + i), sh));
+        V v = I::mul(I::load(x + i), sc);
+        if (mul) v = I::mul(v, I::load(mul + i));
+        const V e = I::exp(I::sub(v, sh));
         I::store(x + i, e);
         acc = I::add(acc, e);
     }
     float total = I::hsum(acc);
     if (i < n) {
         const int rem = n - i;
-        const V e = I::exp(I::sub(I::loadn(x + i, rem), sh));
+        V v = I::mul(I::loadn(x + i, rem), sc);
+        if (mul) v = I::mul(v, I::loadn(mul + i, rem));
+        const V e = I::exp(I::sub(v, sh));
         I::storen(x + i, e, rem);
         for (int j = 0; j < rem; ++j) total += x[i + j];
     }
@@ -132,29 +138,34 @@ static int select_gt(const float* x, int n, float inv_sum, float thr, std::int32
     return count;
 }
 
+// NF full vectors of the output (plus an optional masked tail vector) held in registers while
+// every selected memory row streams past.
+template <int NF>
+static inline void gather_block(int count, const std::int32_t* idx, const float* w, const float* M, int dim,
+                                int d0, int tail, float* out) {
+    V acc[NF + 1];
+    for (int v = 0; v <= NF; ++v) acc[v] = I::zero();
+    for (int j = 0; j < count; ++j) {
+        const V a = I::set1(w[j]);
+        const float* row = M + static_cast<long>(idx[j]) * dim + d0;
+        for (int v = 0; v < NF; ++v) acc[v] = I::fma(a, I::load(row + v * W), acc[v]);
+        if (tail) acc[NF] = I::fma(a, I::loadn(row + NF * W, tail), acc[NF]);
+    }
+    for (int v = 0; v < NF; ++v) I::store(out + d0 + v * W, acc[v]);
+    if (tail) I::storen(out + d0 + NF * W, acc[NF], tail);
+}
+
 static void gather_rows(int count, const std::int32_t* idx, const float* w, const float* M, int dim,
                         float* out) {
-    constexpr int B = 4;  // vectors of the output held in registers per pass
-    for (int d0 = 0; d0 < dim; d0 += B * W) {
-        V acc[B];
-        int valid[B];
-        for (int v = 0; v < B; ++v) {
-            const int c = dim - d0 - v * W;
-            valid[v] = c <= 0 ? 0 : (c >= W ? W : c);
-            acc[v] = I::zero();
-        }
-        for (int j = 0; j < count; ++j) {
-            const V a = I::set1(w[j]);
-            const float* row = M + static_cast<long>(idx[j]) * dim + d0;
-            for (int v = 0; v < B; ++v) {
-                if (valid[v] == W) acc[v] = I::fma(a, I::load(row + v * W), acc[v]);
-                else if (valid[v] > 0) acc[v] = I::fma(a, I::loadn(row + v * W, valid[v]), acc[v]);
-            }
-        }
-        for (int v = 0; v < B; ++v) {
-            if (valid[v] == W) I::store(out + d0 + v * W, acc[v]);
-            else if (valid[v] > 0) I::storen(out + d0 + v * W, acc[v], valid[v]);
-        }
+    int d0 = 0;
+    for (; d0 + 4 * W <= dim; d0 += 4 * W) gather_block<4>(count, idx, w, M, dim, d0, 0, out);
+    const int rest = dim - d0;
+    const int tail = rest % W;
+    switch (rest / W) {
+        case 0: if (tail) gather_block<0>(count, idx, w, M, dim, d0, tail, out); break;
+        case 1: gather_block<1>(count, idx, w, M, dim, d0, tail, out); break;
+        case 2: gather_block<2>(count, idx, w, M, dim, d0, tail, out); break;
+        default: gather_block<3>(count, idx, w, M, dim, d0, tail, out); break;
     }
 }
 

@@ -579,8 +579,18 @@ void Model::run_range(const float* windows, int begin, int end, const Outputs& o
                         const float norm = std::sqrt(k.dot(M.dim, zr, zr));
                         scale = 1.0f / (std::max(norm, 1e-12f) * M.temperature);
                     }
-                    const float mx = k.scale_max(row, M.slots, scale, M.cosine ? M.inv_norm.data() : nullptr);
-                    const float inv_sum = 1.0f / k.exp_sum(row, M.slots, mx);
+                    const float* mul = M.cosine ? M.inv_norm.data() : nullptr;
+                    float sum;
+                    if (M.cosine && M.temperature >= 1.0f / 40.0f) {
+                        // Softmax is shift-invariant and a cosine logit is at most 1/T, so shift by
+                        // 1/T instead of the row max: one pass fewer, and with T >= 1/40 every
+                        // exponent stays above -2/T >= -80, so nothing that matters underflows.
+                        sum = k.exp_sum(row, M.slots, scale, mul, 1.0f / M.temperature);
+                    } else {
+                        const float mx = k.scale_max(row, M.slots, scale, mul);
+                        sum = k.exp_sum(row, M.slots, 1.0f, nullptr, mx);
+                    }
+                    const float inv_sum = 1.0f / sum;
                     // Shrinkage keeps w > lambda only, so select those first and work sparsely.
                     const float thr = M.shrink > 0.0f ? M.shrink : -1.0f;
                     const int cnt = k.select_gt(row, M.slots, inv_sum, thr, s.idx.data(), s.val.data());

@@ -107,11 +107,20 @@ TEST_P(Kernels, ExpSumMatchesReferenceIncludingUnderflow) {
     for (int n : kLengths) {
         auto x = random_vec(n, rng, -30.0f, 0.0f);
         if (n > 2) x[1] = -200.0f;  // far below the clamp: must come out (almost) zero
-        std::vector<double> want(x.begin(), x.end());
-        const double want_sum = ref::exp_sum(want, -0.25);
-        const float got_sum = k->exp_sum(x.data(), n, -0.25f);
-        EXPECT_NEAR(got_sum, want_sum, kExpTol * want_sum * 4) << n;
-        for (int i = 0; i < n; ++i) ASSERT_NEAR(x[i], want[i], kExpTol * want[i] + 1e-37) << n << " " << i;
+        auto mul = random_vec(n, rng, 0.5f, 1.0f);
+        for (bool with_mul : {false, true}) {
+            auto y = x;
+            std::vector<double> want(n);
+            for (int i = 0; i < n; ++i) want[i] = static_cast<double>(x[i]) * 0.75f * (with_mul ? mul[i] : 1.0f);
+            const double want_sum = ref::exp_sum(want, -0.25);
+            const float got_sum = k->exp_sum(y.data(), n, 0.75f, with_mul ? mul.data() : nullptr, -0.25f);
+            EXPECT_NEAR(got_sum, want_sum, kExpTol * want_sum * 4) << n;
+            for (int i = 0; i < n; ++i) {
+                // The argument x*scale*mul is rounded twice in float: up to 2 * 2^-24 * |arg| more.
+                const double tol = (kExpTol + 1.5e-7 * std::fabs(std::log(want[i] + 1e-300))) * want[i] + 1e-37;
+                ASSERT_NEAR(y[i], want[i], tol) << n << " " << i;
+            }
+        }
     }
 }
 

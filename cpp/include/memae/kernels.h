@@ -20,7 +20,7 @@ constexpr int kPanel = 32;
 std::vector<float> pack_b(int K, int N, const float* B, int ldb);
 
 struct KernelTable {
-    /// Kernel family name as ISA_tiling, e.g. "avx512_6x32".
+    /// Kernel family name as ISA_tiling, e.g. "avx512_8x32".
     const char* name;
     /// C[m*ldc+n] = init + sum_k A[m*lda+k] * B[k][n] with B packed by pack_b; init is
     /// C[m*ldc+n] itself when `accumulate`, else bias[n] (0 when bias is null).
@@ -28,8 +28,8 @@ struct KernelTable {
                  const float* bias, bool accumulate);
     /// x[i] *= scale * (mul ? mul[i] : 1); returns max_i x[i] (-inf when n == 0).
     float (*scale_max)(float* x, int n, float scale, const float* mul);
-    /// x[i] = exp(x[i] - shift); returns sum_i x[i].
-    float (*exp_sum)(float* x, int n, float shift);
+    /// x[i] = exp(x[i] * scale * (mul ? mul[i] : 1) - shift); returns sum_i x[i].
+    float (*exp_sum)(float* x, int n, float scale, const float* mul, float shift);
     /// Writes every i with x[i] * inv_sum > thr as idx[k] = i, val[k] = x[i] * inv_sum, in order;
     /// returns the count. This is the sparse step after softmax: most weights fall under thr.
     int (*select_gt)(const float* x, int n, float inv_sum, float thr, std::int32_t* idx, float* val);
