@@ -59,6 +59,15 @@ class KafkaSink:
             compression_type=None,
         )
 
+    def warm_up(self) -> None:
+        """Fetch the output topics' metadata now (auto-creating them if the broker allows),
+        so the first batch does not stall while the daemon already counts as ready."""
+        for topic in (self.topic, self.dead_letter_topic):
+            try:
+                self.producer.partitions_for(topic)
+            except KafkaError as exc:
+                log.warning("output topic not available yet", extra={"topic": topic, "error": repr(exc)})
+
     def publish(self, record: ScoreRecord) -> None:
         self._send(self.topic, record.asset.encode(), record.to_json(), None)
 

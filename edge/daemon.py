@@ -71,6 +71,7 @@ class EdgeDaemon:
         p = self.config.processing
         client = k.client_config()
         sink = KafkaSink(client, k.output_topic, k.dead_letter_topic)
+        sink.warm_up()
 
         def source_factory(on_revoked, on_assigned):  # type: ignore[no-untyped-def]
             def assigned(parts: set[int]) -> None:

@@ -34,30 +34,32 @@ class Record:
 
 def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -> list[Record]:
     """Every record of ``topic`` from the beginning, once ``expected`` are there (or timeout)."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=500
-    )
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     try:
         deadline = time.monotonic() + timeout
         parts: set[int] | None = None
         while parts is None and time.monotonic() < deadline:
-            parts = consumer.partitions_for_topic(topic)
+            parts = consumer.partitions_for_topic(topic) or None  # unknown topic: None or empty
             if parts is None:
                 time.sleep(0.2)
-        if parts is None:
+        tps = [TopicPartition(topic, p) for p in sorted(parts or ())]
+        if not tps:
             return []
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
         out: list[Record] = []
-        while time.monotonic() < deadline:
-            for m in consumer:
-                out.append(Record(m.key, m.value, dict(m.headers or []), m.partition, m.offset))
-            if len(out) >= expected:
-                # Drain briefly to catch extras (duplicates) that are already there.
-                for m in consumer:
+
+        def poll_once() -> None:
+            # poll, not iteration: an iterator only stops after a quiet spell, which never
+            # comes while a replay is still producing.
+            for batch in consumer.poll(timeout_ms=200).values():
+                for m in batch:
                     out.append(Record(m.key, m.value, dict(m.headers or []), m.partition, m.offset))
-                break
+
+        while time.monotonic() < deadline and len(out) < expected:
+            poll_once()
+        if len(out) >= expected:
+            poll_once()  # catch extras (duplicates) that are already there
         return out
     finally:
         consumer.close()

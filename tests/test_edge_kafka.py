@@ -11,9 +11,9 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -80,25 +80,19 @@ def produce(bootstrap: str, topic: str, messages: list[Message], rate: float = 0
         producer.close()
 
 
-def produce_in_background(*args, **kwargs) -> threading.Thread:
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            produce(*args, **kwargs)
-        except BaseException as exc:  # surfaced by join_producer
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.errors = errors  # type: ignore[attr-defined]
-    thread.start()
-    return thread
+def replay_in_background(bootstrap: str, topic: str, csv: Path, rate: float) -> subprocess.Popen[bytes]:
+    """`memae-ts replay --rate` as its own process (a producer thread in the test process would
+    compete with the test's consumers for the GIL and distort the timing)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "memae_ts.cli", "replay", str(csv), "--topic", topic, "--brokers", bootstrap,
+         "--rate", str(rate)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
 
 
-def join_producer(thread: threading.Thread) -> None:
-    thread.join(120)
-    assert not thread.is_alive()
-    assert not thread.errors, thread.errors  # type: ignore[attr-defined]
+def join_replay(proc: subprocess.Popen[bytes]) -> None:
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out.decode(errors="replace")[-2000:]
 
 
 def wait_count(bootstrap: str, topic: str, n: int, timeout: float = 60) -> list[Record]:
@@ -241,16 +235,15 @@ def test_malformed_messages_go_to_the_dead_letter_topic_and_good_ones_are_all_sc
 def test_sigkill_and_restart_resumes_from_committed_offsets_without_gaps(
     kafka_broker, kafka_names, edge_data, edge_daemons
 ):
-    messages = list(read_messages(edge_data.csv))
     offline = offline_scores(edge_data)
     kafka_broker.create_topic(kafka_names.input, partitions=1)
     first = edge_daemons("edge-1", batch_size=20).start()
-    producer = produce_in_background(kafka_broker.bootstrap, kafka_names.input, messages, rate=300)
+    producer = replay_in_background(kafka_broker.bootstrap, kafka_names.input, edge_data.csv, rate=300)
     before = wait_count(kafka_broker.bootstrap, kafka_names.output, 150)
     first.kill()
     assert len(before) < len(offline), "killed too late to test anything"
     second = edge_daemons("edge-2", batch_size=20).start()
-    join_producer(producer)
+    join_replay(producer)
     records = wait_count(kafka_broker.bootstrap, kafka_names.output, len(offline), timeout=90)
     assert_matches_offline(records, offline)  # duplicates allowed, gaps not
     assert len(records) - len(offline) <= 20  # at most the uncommitted batch is scored twice
@@ -258,14 +251,13 @@ def test_sigkill_and_restart_resumes_from_committed_offsets_without_gaps(
 
 
 def test_broker_restart_mid_stream_loses_nothing(kafka_broker, kafka_names, edge_data, edge_daemons):
-    messages = list(read_messages(edge_data.csv))
     offline = offline_scores(edge_data)
     kafka_broker.create_topic(kafka_names.input, partitions=1)
     daemon = edge_daemons(batch_size=20).start()
-    producer = produce_in_background(kafka_broker.bootstrap, kafka_names.input, messages, rate=300)
+    producer = replay_in_background(kafka_broker.bootstrap, kafka_names.input, edge_data.csv, rate=300)
     before = wait_count(kafka_broker.bootstrap, kafka_names.output, 100)
     kafka_broker.restart()
-    join_producer(producer)
+    join_replay(producer)
     records = wait_count(kafka_broker.bootstrap, kafka_names.output, len(offline), timeout=120)
     assert len(before) < len(offline), "restarted too late to test anything"
     assert_matches_offline(records, offline)
@@ -293,14 +285,14 @@ def test_two_daemons_in_one_group_share_partitions_and_score_every_reading(
     frame = pd.read_csv(edge_data.csv).iloc[:rows]
     multi = pd.concat([frame.assign(asset=a) for a in assets]).sort_values("timestamp", kind="stable")
     multi.to_csv(tmp_path / "multi.csv", index=False)
-    messages = list(read_messages(tmp_path / "multi.csv"))
     offline = offline_scores(edge_data, rows)
 
     a = edge_daemons("edge-a", batch_size=20).start()
-    producer = produce_in_background(kafka_broker.bootstrap, kafka_names.input, messages, rate=400)
+    multi_csv = tmp_path / "multi.csv"
+    producer = replay_in_background(kafka_broker.bootstrap, kafka_names.input, multi_csv, rate=300)
     wait_count(kafka_broker.bootstrap, kafka_names.output, 50)
     b = edge_daemons("edge-b", batch_size=20).start()  # joins mid-stream: rebalance
-    join_producer(producer)
+    join_replay(producer)
     records = wait_count(kafka_broker.bootstrap, kafka_names.output, len(assets) * len(offline), timeout=90)
     for asset in assets:
         assert_matches_offline(records, offline, asset=asset)
