@@ -13,17 +13,18 @@ constexpr int W = I::W;
 
 constexpr int VP = kPanel / W;  // vectors per packed panel
 
-// R rows of A against one packed panel: R x VP accumulators live in registers for all of K.
-template <int R>
+// R rows of A against the first NV vectors of one packed panel: R x NV accumulators live in
+// registers for all of K. NV < VP only for the last, narrow panel (e.g. 8 output channels).
+template <int R, int NV>
 static inline void gemm_tile(int K, const float* A, int lda, const float* bp, float* C, int ldc,
                              const float* bias, int cols, bool accumulate) {
-    V acc[R][VP];
-    int valid[VP];
-    for (int v = 0; v < VP; ++v) {
+    V acc[R][NV];
+    int valid[NV];
+    for (int v = 0; v < NV; ++v) {
         const int c = cols - v * W;
         valid[v] = c <= 0 ? 0 : (c >= W ? W : c);
     }
-    for (int v = 0; v < VP; ++v) {
+    for (int v = 0; v < NV; ++v) {
         for (int r = 0; r < R; ++r) {
             if (valid[v] == 0) acc[r][v] = I::zero();
             else if (accumulate) acc[r][v] = I::loadn(C + r * ldc + v * W, valid[v]);
@@ -32,42 +33,56 @@ static inline void gemm_tile(int K, const float* A, int lda, const float* bp, fl
         }
     }
     for (int k = 0; k < K; ++k, bp += kPanel) {
-        V x[VP];
-        for (int v = 0; v < VP; ++v) x[v] = I::load(bp + v * W);
+        V x[NV];
+        for (int v = 0; v < NV; ++v) x[v] = I::load(bp + v * W);
         for (int r = 0; r < R; ++r) {
             const V a = I::set1(A[r * lda + k]);
-            for (int v = 0; v < VP; ++v) acc[r][v] = I::fma(a, x[v], acc[r][v]);
+            for (int v = 0; v < NV; ++v) acc[r][v] = I::fma(a, x[v], acc[r][v]);
         }
     }
     for (int r = 0; r < R; ++r) {
-        for (int v = 0; v < VP; ++v) {
+        for (int v = 0; v < NV; ++v) {
             if (valid[v] == W) I::store(C + r * ldc + v * W, acc[r][v]);
             else if (valid[v] > 0) I::storen(C + r * ldc + v * W, acc[r][v], valid[v]);
         }
     }
 }
 
+template <int NV>
+static void gemm_panel(int M, int K, const float* A, int lda, const float* bp, float* C, int ldc,
+                       const float* b, int cols, bool accumulate) {
+    constexpr int MR = I::MR;
+    int m = 0;
+    for (; m + MR <= M; m += MR) gemm_tile<MR, NV>(K, A + static_cast<long>(m) * lda, lda, bp, C + static_cast<long>(m) * ldc, ldc, b, cols, accumulate);
+    const float* a = A + static_cast<long>(m) * lda;
+    float* c = C + static_cast<long>(m) * ldc;
+    switch (M - m) {  // MR <= 8, so at most 7 rows remain
+        case 0: break;
+        case 1: gemm_tile<1, NV>(K, a, lda, bp, c, ldc, b, cols, accumulate); break;
+        case 2: gemm_tile<2, NV>(K, a, lda, bp, c, ldc, b, cols, accumulate); break;
+        case 3: gemm_tile<3, NV>(K, a, lda, bp, c, ldc, b, cols, accumulate); break;
+        case 4: gemm_tile<4, NV>(K, a, lda, bp, c, ldc, b, cols, accumulate); break;
+        case 5: gemm_tile<5, NV>(K, a, lda, bp, c, ldc, b, cols, accumulate); break;
+        case 6: gemm_tile<6, NV>(K, a, lda, bp, c, ldc, b, cols, accumulate); break;
+        default: gemm_tile<7, NV>(K, a, lda, bp, c, ldc, b, cols, accumulate); break;
+    }
+}
+
 static void gemm(int M, int N, int K, const float* A, int lda, const float* Bp, float* C, int ldc,
                  const float* bias, bool accumulate) {
-    constexpr int MR = I::MR;
     // Panel outer, rows inner: each panel is read from memory once and reused from L1.
     for (int n0 = 0; n0 < N; n0 += kPanel) {
         const int cols = N - n0 < kPanel ? N - n0 : kPanel;
         const float* bp = Bp + static_cast<long>(n0) * K;
         const float* b = bias ? bias + n0 : nullptr;
-        int m = 0;
-        for (; m + MR <= M; m += MR) gemm_tile<MR>(K, A + static_cast<long>(m) * lda, lda, bp, C + static_cast<long>(m) * ldc + n0, ldc, b, cols, accumulate);
-        const float* a = A + static_cast<long>(m) * lda;
-        float* c = C + static_cast<long>(m) * ldc + n0;
-        switch (M - m) {  // MR <= 8, so at most 7 rows remain
-            case 0: break;
-            case 1: gemm_tile<1>(K, a, lda, bp, c, ldc, b, cols, accumulate); break;
-            case 2: gemm_tile<2>(K, a, lda, bp, c, ldc, b, cols, accumulate); break;
-            case 3: gemm_tile<3>(K, a, lda, bp, c, ldc, b, cols, accumulate); break;
-            case 4: gemm_tile<4>(K, a, lda, bp, c, ldc, b, cols, accumulate); break;
-            case 5: gemm_tile<5>(K, a, lda, bp, c, ldc, b, cols, accumulate); break;
-            case 6: gemm_tile<6>(K, a, lda, bp, c, ldc, b, cols, accumulate); break;
-            default: gemm_tile<7>(K, a, lda, bp, c, ldc, b, cols, accumulate); break;
+        float* c = C + n0;
+        // Only the vectors that hold real columns (VP is 2 for AVX-512, 4 for AVX2).
+        const int nv = VP <= 4 ? (cols + W - 1) / W : VP;
+        switch (nv) {
+            case 1: gemm_panel<1>(M, K, A, lda, bp, c, ldc, b, cols, accumulate); break;
+            case 2: gemm_panel<(VP >= 2 ? 2 : 1)>(M, K, A, lda, bp, c, ldc, b, cols, accumulate); break;
+            case 3: gemm_panel<(VP >= 3 ? 3 : 1)>(M, K, A, lda, bp, c, ldc, b, cols, accumulate); break;
+            default: gemm_panel<VP>(M, K, A, lda, bp, c, ldc, b, cols, accumulate); break;
         }
     }
 }
