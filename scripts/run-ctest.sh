@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds and runs the C++ unit tests and the loader fuzz target with ctest, twice: an optimised
 # build, then an AddressSanitizer + UndefinedBehaviorSanitizer build. With clang++ on the PATH
-# the fuzz target is also built against libFuzzer and run for FUZZ_SECONDS (default 20).
+# the fuzz target is also built against libFuzzer and run for FUZZ_SECONDS (default 20). On an
+# x86-64 host with aarch64-linux-gnu-g++ and qemu-aarch64 (scripts/tools.d/cpp-test-deps.sh
+# installs them), the tests are also cross-built and run under qemu to cover the NEON kernels.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -d cpp/tests ]; then
@@ -25,6 +27,21 @@ run() {  # run NAME [cmake options...]
 run release -DCMAKE_BUILD_TYPE=Release
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     run asan -DCMAKE_BUILD_TYPE=Debug -DMEMAE_SANITIZE=ON
+
+GTEST_SRC=/usr/src/googletest/googletest
+if command -v aarch64-linux-gnu-g++ >/dev/null 2>&1 && command -v qemu-aarch64 >/dev/null 2>&1 \
+    && [ -f "$GTEST_SRC/src/gtest-all.cc" ]; then
+    echo "== C++ tests cross-built for aarch64 (NEON kernels), run under qemu"
+    dir=build/ctest-aarch64
+    mkdir -p "$dir"
+    aarch64-linux-gnu-g++ -std=c++17 -O2 -static -Wall -Wextra -Icpp/include -Icpp/tests \
+        -I"$GTEST_SRC/include" -I"$GTEST_SRC" cpp/tests/test_kernels.cpp cpp/tests/test_model.cpp \
+        cpp/tests/test_json.cpp cpp/src/kernels_neon.cpp cpp/src/kernels_scalar.cpp cpp/src/dispatch.cpp \
+        cpp/src/model.cpp cpp/src/json.cpp "$GTEST_SRC/src/gtest-all.cc" "$GTEST_SRC/src/gtest_main.cc" \
+        -lpthread -o "$dir/memae_tests" 2> >(grep -v "getaddrinfo" >&2)
+    qemu-aarch64 "$dir/memae_tests" --gtest_brief=1
+    qemu-aarch64 "$dir/memae_tests" --gtest_filter='*neon*' --gtest_list_tests | grep -q neon
+fi
 
 if command -v clang++ >/dev/null 2>&1; then
     echo "== libFuzzer run of the loader (${FUZZ_SECONDS:-20} s)"

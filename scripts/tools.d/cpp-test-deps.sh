@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# C++ test dependencies from Debian: GoogleTest (+ cmake, ninja, g++ if a machine lacks them).
+# C++ test dependencies from Debian: GoogleTest (+ cmake, ninja, g++ if a machine lacks them),
+# and on x86-64 an aarch64 cross compiler with qemu-user, so the NEON kernels are tested too.
 # Called by scripts/install-test-tools.sh with the tools dir as $1 (unused: these are system
 # packages). Idempotent: when everything is installed it only runs dpkg queries.
 set -euo pipefail
 need=()
-for pkg in libgtest-dev cmake ninja-build g++; do
+packages=(libgtest-dev googletest cmake ninja-build g++)
+[ "$(uname -m)" = "x86_64" ] && packages+=(g++-aarch64-linux-gnu qemu-user)
+for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ "${#need[@]}" -eq 0 ]; then
