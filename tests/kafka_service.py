@@ -135,13 +135,17 @@ class KafkaBroker:
         ]
 
     def _format(self, config: Path) -> None:
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        subprocess.run(
+        cluster_id = "-"
+        while not cluster_id[0].isalnum():  # one starting with "-" would parse as an option
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        out = subprocess.run(
             self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)),
-            check=True,
             capture_output=True,
+            text=True,
             timeout=120,
         )
+        if out.returncode != 0:
+            raise RuntimeError(f"kafka storage format failed:\n{out.stdout}\n{out.stderr}")
         self._formatted = True
 
     def start(self, timeout: float = 90.0) -> None:

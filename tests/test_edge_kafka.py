@@ -99,7 +99,7 @@ def wait_count(bootstrap: str, topic: str, n: int, timeout: float = 60) -> list[
     deadline = time.monotonic() + timeout
     records: list[Record] = []
     while time.monotonic() < deadline:
-        records = read_topic(bootstrap, topic, n, timeout=min(5, max(0.5, deadline - time.monotonic())))
+        records = read_topic(bootstrap, topic, n, timeout=min(15, max(0.5, deadline - time.monotonic())))
         if len(records) >= n:
             return records
     return records
