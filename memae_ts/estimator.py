@@ -23,7 +23,7 @@ from memae_ts.data import DataWarning, SensorData, frame_to_sensor_data, load_cs
 from memae_ts.errors import DataError, MemaeError, require_torch
 from memae_ts.scaling import Scaler
 from memae_ts.scoring import RowScores, score_rows
-from memae_ts.threshold import calibrate
+from memae_ts.threshold import calibrate, with_margin
 from memae_ts.windows import default_max_gap_seconds, gather, require_windows, segment, window_ends
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,8 @@ class MemAE:
         threshold: str = "quantile",
         threshold_quantile: float = 0.995,
         pot_risk: float = 1e-3,
+        threshold_margin: float = 1.5,
+        min_relative_scale: float = 0.01,
         max_gap: float | None = None,
         max_fill: int = 3,
         time_column: str | None = None,
@@ -99,6 +101,8 @@ class MemAE:
         self.threshold = threshold
         self.threshold_quantile = threshold_quantile
         self.pot_risk = pot_risk
+        self.threshold_margin = threshold_margin
+        self.min_relative_scale = min_relative_scale
         self.max_gap = max_gap
         self.max_fill = max_fill
         self.time_column = time_column
@@ -172,7 +176,12 @@ class MemAE:
             val_ends = train_ends
 
         train_rows = segments.values[~is_val]
-        scaler = Scaler.fit(train_rows[~np.isnan(train_rows).any(axis=1)], self.scaler, data.sensors)
+        scaler = Scaler.fit(
+            train_rows[~np.isnan(train_rows).any(axis=1)],
+            self.scaler,
+            data.sensors,
+            min_relative_scale=self.min_relative_scale,
+        )
         scaled = scaler.transform(segments.values)
         spec = NetworkSpec(
             arch=self.arch,
@@ -238,7 +247,10 @@ class MemAE:
         provisional = make_bundle(config, weights)
         engine = TorchEngine(provisional, net)
         val_scores = _score_windows(engine, gather(segments.values, val_ends, self.window))
-        threshold = calibrate(val_scores, self.threshold, self.threshold_quantile, self.pot_risk)
+        threshold = with_margin(
+            calibrate(val_scores, self.threshold, self.threshold_quantile, self.pot_risk),
+            self.threshold_margin,
+        )
         config["threshold"] = threshold.to_config()
         self._set_fitted(make_bundle(config, weights), TorchEngine(make_bundle(config, weights), net))
         self.history_ = history

@@ -22,8 +22,19 @@ class Scaler:
     scale: np.ndarray
 
     @classmethod
-    def fit(cls, values: np.ndarray, kind: str, sensors: Sequence[str]) -> Scaler:
-        """Robust scaling keeps rare spikes in the training data from shrinking every reading."""
+    def fit(
+        cls, values: np.ndarray, kind: str, sensors: Sequence[str], min_relative_scale: float = 0.0
+    ) -> Scaler:
+        """Robust scaling keeps rare spikes in the training data from shrinking every reading.
+
+        `min_relative_scale` floors each sensor's scale at that fraction of its level (|center|).
+        Why: a short training file sees slow sensors (temperatures) barely move, so their standard
+        deviation is tiny and ordinary drift later reads as a 10-sigma event. On SKAB's
+        anomaly-free recording the long-run std of the thermocouple is 17x its typical 400-row std.
+        A 1 % floor says: a change below 1 % of the reading is not evidence by itself.
+        """
+        if min_relative_scale < 0:
+            raise DataError(f"min_relative_scale must be >= 0, got {min_relative_scale}")
         if kind not in SCALERS:
             raise DataError(f"unknown scaler {kind!r}; choose one of {SCALERS}")
         if kind == "standard":
@@ -43,6 +54,7 @@ class Scaler:
                 DataWarning,
                 stacklevel=2,
             )
+        scale = np.maximum(scale, min_relative_scale * np.abs(center))
         # A constant sensor keeps unit scale: a later change still shows, measured in raw units.
         scale = np.where(scale > 1e-12, scale, 1.0)
         return cls(kind=kind, center=center.astype(np.float64), scale=scale.astype(np.float64))

@@ -73,3 +73,22 @@ def _pot(scores: np.ndarray, risk: float, floor: float) -> Threshold:
     return Threshold(
         "pot", max(float(value), floor), {**details, "gpd_shape": float(shape), "gpd_scale": float(scale)}
     )
+
+
+def with_margin(threshold: Threshold, margin: float) -> Threshold:
+    """The calibrated threshold times `margin` (>= 1), recorded in the details.
+
+    Why: the held-out windows of a short training file are few and come from the same minutes as
+    the training data, so their top score understates what later normal operation reaches
+    (drift, other operating points). A margin over the held-out maximum is the usual remedy
+    (SKAB's Conv-AE uses 4/3 over the training maximum).
+    """
+    if not margin >= 1.0 or not math.isfinite(margin):
+        raise DataError(f"threshold margin must be a finite number >= 1, got {margin}")
+    if margin == 1.0:
+        return threshold
+    return Threshold(
+        threshold.method,
+        threshold.value * margin,
+        {**threshold.details, "margin": margin, "calibrated_value": threshold.value},
+    )

@@ -43,8 +43,9 @@ def test_skab_smoke_one_file_beats_chance(tmp_path: Path) -> None:
     )  # fmt: skip
     assert code == 0
     result = json.loads(out.read_text())
-    (name, metrics, _seconds), = result["rows"]
-    assert name.startswith("memae")
+    (name, metrics, _seconds), (whole_name, whole, _) = result["rows"]
+    assert name.startswith("memae") and "whole" in whole_name
+    assert whole["n_rows"] == 1147
     # The leaderboard protocol: every test row (file rows 400 onward) is counted.
     assert metrics["n_rows"] == 1147 - skab.TRAIN_ROWS
     assert metrics["n_unscored"] == 0  # windows reach back into the training rows
