@@ -1,8 +1,9 @@
 // Cephes-style single-precision exp on any vocabulary I with fma/round/ldexp (about 1-2 ulp).
-// Inputs below -87.3 give ~1e-38 instead of 0 (irrelevant after softmax normalisation); the
-// runtime only ever calls it with x - max <= 0.
+// Where ldexp is built from exponent bits, inputs are clamped to [-87.3, 88] first (below -87.3
+// gives ~1e-38 instead of 0, irrelevant after softmax normalisation); AVX-512's scalef
+// saturates to 0 / inf by itself, so that path skips the clamp.
 static inline I::V exp_poly(I::V x) {
-    x = I::min(I::max(x, I::set1(-87.3365448f)), I::set1(88.0f));
+    if (!I::kLdexpSaturates) x = I::min(I::max(x, I::set1(-87.3365448f)), I::set1(88.0f));
     const I::V n = I::round(I::mul(x, I::set1(1.44269504088896341f)));
     I::V r = I::fma(n, I::set1(-0.693359375f), x);
     r = I::fma(n, I::set1(2.12194440e-4f), r);

@@ -11,6 +11,7 @@ namespace avx2 {
 struct I {
     using V = __m256;
     static constexpr int W = 8;
+    static constexpr bool kLdexpSaturates = false;
     static constexpr int MR = 3;
     static constexpr const char* kName = "avx2_3x32";
     static __m256i tail_mask(int n) {

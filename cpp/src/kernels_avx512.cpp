@@ -17,6 +17,7 @@ namespace avx512 {
 struct I {
     using V = __m512;
     static constexpr int W = 16;
+    static constexpr bool kLdexpSaturates = true;
     static constexpr int MR = 8;
     static constexpr const char* kName = "avx512_8x32";
     static __mmask16 tail_mask(int n) { return static_cast<__mmask16>((1u << n) - 1u); }

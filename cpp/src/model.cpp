@@ -373,6 +373,10 @@ Model Model::load_bytes(const std::string& config_json, const std::uint8_t* tens
             }
             M.inv_norm[static_cast<std::size_t>(i)] = static_cast<float>(1.0 / std::max(std::sqrt(ss), 1e-12));
         }
+        if (M.cosine) {  // fold 1/|m_i| into the similarity operand: the GEMM then yields z . m_i/|m_i|
+            for (int c = 0; c < M.dim; ++c)
+                for (int i = 0; i < M.slots; ++i) mt[static_cast<std::size_t>(c) * M.slots + i] *= M.inv_norm[static_cast<std::size_t>(i)];
+        }
         M.mt = pack_b(M.dim, M.slots, mt.data(), M.slots);
         m.has_memory_ = true;
     }
@@ -579,7 +583,7 @@ void Model::run_range(const float* windows, int begin, int end, const Outputs& o
                         const float norm = std::sqrt(k.dot(M.dim, zr, zr));
                         scale = 1.0f / (std::max(norm, 1e-12f) * M.temperature);
                     }
-                    const float* mul = M.cosine ? M.inv_norm.data() : nullptr;
+                    const float* mul = nullptr;  // memory row norms are folded into mt already
                     float sum;
                     if (M.cosine && M.temperature >= 1.0f / 40.0f) {
                         // Softmax is shift-invariant and a cosine logit is at most 1/T, so shift by
@@ -594,16 +598,18 @@ void Model::run_range(const float* windows, int begin, int end, const Outputs& o
                     // Shrinkage keeps w > lambda only, so select those first and work sparsely.
                     const float thr = M.shrink > 0.0f ? M.shrink : -1.0f;
                     const int cnt = k.select_gt(row, M.slots, inv_sum, thr, s.idx.data(), s.val.data());
-                    double total = 0.0;
-                    for (int i = 0; i < cnt; ++i) {
-                        float w = s.val[static_cast<std::size_t>(i)];
-                        if (M.shrink > 0.0f) {
-                            const float d = w - M.shrink;
-                            w = d * w / (std::fabs(d) + M.epsilon);
-                            s.val[static_cast<std::size_t>(i)] = w;
+                    float* val = s.val.data();
+                    if (M.shrink > 0.0f) {
+                        // Continuous hard shrinkage on the selected weights (all > lambda), in a
+                        // branch-free loop the compiler vectorises.
+                        const float lam = M.shrink, eps = M.epsilon;
+                        for (int i = 0; i < cnt; ++i) {
+                            const float w = val[i], d = w - lam;
+                            val[i] = d * w / (std::fabs(d) + eps);
                         }
-                        total += w;
                     }
+                    double total = 0.0;
+                    for (int i = 0; i < cnt; ++i) total += val[i];
                     const float inv_total = static_cast<float>(1.0 / std::max(total, 1e-12));
                     for (int i = 0; i < cnt; ++i) s.val[static_cast<std::size_t>(i)] *= inv_total;
                     k.gather_rows(cnt, s.idx.data(), s.val.data(), M.m.data(), M.dim, zr);

@@ -35,7 +35,8 @@ struct Memory {
     bool cosine = true;
     float temperature = 1.0f, shrink = 0.0f, epsilon = 1e-12f;
     std::vector<float> m;         // (slots, dim) as trained: rows read by the sparse read
-    std::vector<float> mt;        // (dim, slots) packed: B operand of the similarity GEMM
+    std::vector<float> mt;        // (dim, slots) packed B operand of the similarity GEMM; for
+                                  // cosine each column is pre-divided by its row norm
     std::vector<float> inv_norm;  // 1 / max(|m_i|, 1e-12), precomputed at load
 };
 
