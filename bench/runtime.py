@@ -163,8 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slots", type=int, default=1000, help="memory slots (default 1000)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 256])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, os.cpu_count() or 1])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--seconds", type=float, default=0.3, help="length of one timed round")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--seconds", type=float, default=0.25, help="length of one timed round")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
 

@@ -203,3 +203,15 @@ def test_stub_matches_the_extension_module() -> None:
         signature = doc.splitlines()[0]
         for p in params:
             assert f"{p}:" in signature, (fn.name, p, signature)
+
+
+@pytest.mark.parametrize("kind", ["conv", "mlp"])
+def test_a_window_scores_the_same_alone_or_in_any_batch(kind: str, tmp_path: Path) -> None:
+    """Bit-identical per-window results whatever the batch composition (live vs offline)."""
+    config, weights = random_bundle(kind, seed=12)
+    runtime = Runtime.load(write_bundle(tmp_path / kind, config, weights))
+    x = random_windows(config, 45)
+    together = runtime.score(x)[0]
+    for i in (0, 17, 44):
+        np.testing.assert_array_equal(runtime.score(x[i : i + 1])[0], together[i : i + 1])
+    np.testing.assert_array_equal(runtime.score(x[3:40])[0], together[3:40])

@@ -15,13 +15,10 @@ constexpr int VP = kPanel / W;  // vectors per packed panel
 
 // R rows of A against the first NV vectors of one packed panel: R x NV accumulators live in
 // registers for all of K. NV < VP only for the last, narrow panel (e.g. 8 output channels).
-// With few rows (batch 1 through a linear layer is a single row) R x NV chains cannot hide the
-// FMA latency, so K is split over U independent accumulator sets that are summed at the end.
 template <int R, int NV>
 static inline void gemm_tile(int K, const float* A, int lda, const float* bp, float* C, int ldc,
                              const float* bias, int cols, bool accumulate) {
-    constexpr int U = R * NV >= 8 ? 1 : (R * NV >= 4 ? 2 : 4);
-    V acc[U][R][NV];
+    V acc[R][NV];
     int valid[NV];
     for (int v = 0; v < NV; ++v) {
         const int c = cols - v * W;
@@ -29,39 +26,24 @@ static inline void gemm_tile(int K, const float* A, int lda, const float* bp, fl
     }
     for (int v = 0; v < NV; ++v) {
         for (int r = 0; r < R; ++r) {
-            if (valid[v] == 0) acc[0][r][v] = I::zero();
-            else if (accumulate) acc[0][r][v] = I::loadn(C + r * ldc + v * W, valid[v]);
-            else if (bias) acc[0][r][v] = I::loadn(bias + v * W, valid[v]);
-            else acc[0][r][v] = I::zero();
-            for (int u = 1; u < U; ++u) acc[u][r][v] = I::zero();
+            if (valid[v] == 0) acc[r][v] = I::zero();
+            else if (accumulate) acc[r][v] = I::loadn(C + r * ldc + v * W, valid[v]);
+            else if (bias) acc[r][v] = I::loadn(bias + v * W, valid[v]);
+            else acc[r][v] = I::zero();
         }
     }
-    int k = 0;
-    for (; k + U <= K; k += U, bp += U * kPanel) {
-        for (int u = 0; u < U; ++u) {
-            V x[NV];
-            for (int v = 0; v < NV; ++v) x[v] = I::load(bp + u * kPanel + v * W);
-            for (int r = 0; r < R; ++r) {
-                const V a = I::set1(A[r * lda + k + u]);
-                for (int v = 0; v < NV; ++v) acc[u][r][v] = I::fma(a, x[v], acc[u][r][v]);
-            }
-        }
-    }
-    for (; k < K; ++k, bp += kPanel) {
+    for (int k = 0; k < K; ++k, bp += kPanel) {
         V x[NV];
         for (int v = 0; v < NV; ++v) x[v] = I::load(bp + v * W);
         for (int r = 0; r < R; ++r) {
             const V a = I::set1(A[r * lda + k]);
-            for (int v = 0; v < NV; ++v) acc[0][r][v] = I::fma(a, x[v], acc[0][r][v]);
+            for (int v = 0; v < NV; ++v) acc[r][v] = I::fma(a, x[v], acc[r][v]);
         }
     }
-    for (int u = 1; u < U; ++u)
-        for (int r = 0; r < R; ++r)
-            for (int v = 0; v < NV; ++v) acc[0][r][v] = I::add(acc[0][r][v], acc[u][r][v]);
     for (int r = 0; r < R; ++r) {
         for (int v = 0; v < NV; ++v) {
-            if (valid[v] == W) I::store(C + r * ldc + v * W, acc[0][r][v]);
-            else if (valid[v] > 0) I::storen(C + r * ldc + v * W, acc[0][r][v], valid[v]);
+            if (valid[v] == W) I::store(C + r * ldc + v * W, acc[r][v]);
+            else if (valid[v] > 0) I::storen(C + r * ldc + v * W, acc[r][v], valid[v]);
         }
     }
 }
