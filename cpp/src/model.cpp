@@ -1,6 +1,7 @@
 #include "memae/model.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <exception>
@@ -465,7 +466,7 @@ void apply_layer(const Layer& L, const KernelTable& k, int nb, const float* in, 
                 }
             }
             return;
-        default:  // activations run in place (see run_range)
+        default:  // activations run in place (see run_chunks)
             return;
     }
 }
@@ -483,20 +484,22 @@ void Model::run(const float* windows, int batch, const Outputs& out, int threads
         }
     }
     threads = std::max(1, std::min(threads, batch / kChunk));
+    // Workers take chunks from a shared counter, so a thread that the OS delays simply takes
+    // fewer chunks. Results do not depend on who computes which chunk: windows are independent.
+    std::atomic<int> next{0};
     if (threads == 1) {
-        run_range(windows, 0, batch, out);
+        run_chunks(windows, batch, out, next);
         return;
     }
     std::vector<std::thread> pool;
     std::vector<std::exception_ptr> errors(static_cast<std::size_t>(threads));
-    const int step = (batch + threads - 1) / threads;
     for (int t = 0; t < threads; ++t) {
-        const int b = t * step, e = std::min(batch, b + step);
-        auto work = [&, t, b, e]() {
+        auto work = [&, t]() {
             try {
-                run_range(windows, b, e, out);
+                run_chunks(windows, batch, out, next);
             } catch (...) {
                 errors[static_cast<std::size_t>(t)] = std::current_exception();
+                next.store(batch);  // stop the others early
             }
         };
         if (t + 1 == threads) work();
@@ -508,7 +511,7 @@ void Model::run(const float* windows, int batch, const Outputs& out, int threads
     }
 }
 
-void Model::run_range(const float* windows, int begin, int end, const Outputs& out) const {
+void Model::run_chunks(const float* windows, int batch, const Outputs& out, std::atomic<int>& next) const {
     const KernelTable& k = *kernels_;
     const int S = n_sensors_, Wn = window_;
     const std::size_t per = static_cast<std::size_t>(Wn) * S;
@@ -519,7 +522,7 @@ void Model::run_range(const float* windows, int begin, int end, const Outputs& o
             if (L.op == Op::Conv1d) pad = std::max(pad, static_cast<std::size_t>(L.in_len + 2 * L.padding) * L.in_ch);
         }
     }
-    const int chunk = std::min(kChunk, std::max(1, end - begin));
+    const int chunk = std::min(kChunk, std::max(1, batch));
     s.xs.resize(per * chunk);
     s.a.resize(max_act_ * chunk);
     s.b.resize(max_act_ * chunk);
@@ -529,8 +532,10 @@ void Model::run_range(const float* windows, int begin, int end, const Outputs& o
         s.idx.resize(static_cast<std::size_t>(memory_.slots));
         s.val.resize(static_cast<std::size_t>(memory_.slots));
     }
-    for (int b0 = begin; b0 < end; b0 += chunk) {
-        const int nb = std::min(chunk, end - b0);
+    for (;;) {
+        const int b0 = next.fetch_add(chunk);
+        if (b0 >= batch) break;
+        const int nb = std::min(chunk, batch - b0);
         // Scaling in double, like the numpy reference: raw sensor values can carry large offsets.
         const float* raw = windows + per * b0;
         for (std::size_t r = 0; r < static_cast<std::size_t>(nb) * Wn; ++r) {

@@ -6,6 +6,7 @@
 // be used from many threads at once.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -75,7 +76,8 @@ public:
     void run(const float* windows, int batch, const Outputs& out, int threads = 1) const;
 
 private:
-    void run_range(const float* windows, int begin, int end, const Outputs& out) const;
+    /// Scores chunks of kChunk windows taken from `next` until the batch is done.
+    void run_chunks(const float* windows, int batch, const Outputs& out, std::atomic<int>& next) const;
 
     std::string kind_;
     int window_ = 0, n_sensors_ = 0, latent_len_ = 1, latent_dim_ = 0;
