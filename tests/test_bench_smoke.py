@@ -69,8 +69,8 @@ def test_kdd_smoke_one_run_beats_flag_everything(tmp_path: Path) -> None:
 
     out = tmp_path / "kdd.json"
     code = kddcup99.main(
-        ["--runs", "1", "--epochs", "3", "--subsample", "0.03", "--variants", "memae", "ae",
-         "--data", str(KDD), "--json-out", str(out)]
+        ["--runs", "1", "--epochs", "5", "--batch-size", "128", "--subsample", "0.03",
+         "--variants", "memae", "ae", "--data", str(KDD), "--json-out", str(out)]
     )  # fmt: skip
     assert code == 0
     result = json.loads(out.read_text())
