@@ -218,9 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.epochs is not None:
         common["epochs"] = args.epochs
 
-    import torch
-
-    print(f"SKAB, {len(files)} files, torch threads {torch.get_num_threads()}, overrides {common}")
+    print(f"SKAB, {len(files)} files, torch threads {args.threads}, overrides {common}")
     rows: list[tuple[str, dict[str, Any], float]] = []
     saved: dict[str, np.ndarray] = {}
     for variant in args.variants:
