@@ -8,6 +8,7 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from connectors.metrics import EdgeMetrics
@@ -32,11 +33,13 @@ def metric_names(expr: str) -> set[str]:
     return set(re.findall(r"\b(memae_ts_[a-z_]+|up)\b", expr))
 
 
+@pytest.mark.prometheus
 def test_promtool_checks_the_alert_rules(promtool_bin):
     out = subprocess.run([str(promtool_bin), "check", "rules", str(RULES)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+@pytest.mark.prometheus
 def test_promtool_unit_tests_of_the_alert_rules(promtool_bin):
     out = subprocess.run(
         [str(promtool_bin), "test", "rules", "memae-ts-alerts.test.yml"],

@@ -245,6 +245,7 @@ def test_sigkill_and_restart_resumes_from_committed_offsets_without_gaps(
     second = edge_daemons("edge-2", batch_size=20).start()
     join_replay(producer)
     records = wait_count(kafka_broker.bootstrap, kafka_names.output, len(offline), timeout=90)
+    assert len(records) >= len(offline), second.logs()[-4000:]
     assert_matches_offline(records, offline)  # duplicates allowed, gaps not
     assert len(records) - len(offline) <= 20  # at most the uncommitted batch is scored twice
     assert metric(second, "memae_ts_windows_scored_total") > 0
@@ -260,6 +261,7 @@ def test_broker_restart_mid_stream_loses_nothing(kafka_broker, kafka_names, edge
     join_replay(producer)
     records = wait_count(kafka_broker.bootstrap, kafka_names.output, len(offline), timeout=120)
     assert len(before) < len(offline), "restarted too late to test anything"
+    assert daemon.proc is not None and daemon.proc.poll() is None, daemon.logs()[-3000:]
     assert_matches_offline(records, offline)
     assert daemon.proc is not None and daemon.proc.poll() is None, daemon.logs()[-3000:]
     assert read_topic(kafka_broker.bootstrap, kafka_names.dead_letter, 1, timeout=2) == []

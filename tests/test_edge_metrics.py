@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from connectors.messages import REASONS
@@ -51,6 +52,7 @@ def test_revoked_partitions_and_assets_leave_no_stale_series():
     assert sample(reg, "memae_ts_anomaly_score_normalised", asset="pump-7") is None
 
 
+@pytest.mark.prometheus
 def test_promtool_accepts_the_exposition(promtool_bin):
     reg = CollectorRegistry()
     m = EdgeMetrics(reg)
