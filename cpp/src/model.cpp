@@ -397,22 +397,36 @@ Model Model::load_bytes(const std::string& config_json, const std::uint8_t* tens
 
 namespace {
 
-/// Per-call buffers. Uninitialised on purpose: every element is written before it is read, and
-/// zeroing ~100 KB per call would cost as much as a small batch's compute.
+/// A view into the per-call scratch block.
 template <typename T>
-struct Buffer {
-    std::unique_ptr<T[]> p;
-    std::size_t n = 0;
-    void resize(std::size_t size) {
-        if (size > n) { p.reset(new T[size]); n = size; }
-    }
-    T* data() { return p.get(); }
+struct Span {
+    T* p = nullptr;
+    T* data() { return p; }
     T& operator[](std::size_t i) { return p[i]; }
 };
 
+/// Per-call buffers, carved from one allocation. Uninitialised on purpose: every element is
+/// written before it is read, and zeroing ~100 KB per call would cost as much as a small batch.
 struct Scratch {
-    Buffer<float> xs, a, b, pad, sims, val;
-    Buffer<std::int32_t> idx;
+    std::unique_ptr<float[]> block;
+    std::unique_ptr<std::int32_t[]> indices;
+    Span<float> xs, a, b, pad, sims, val;
+    Span<std::int32_t> idx;
+
+    void allocate(std::size_t n_xs, std::size_t n_act, std::size_t n_pad, std::size_t n_sims, std::size_t n_val) {
+        constexpr std::size_t kAlign = 16;  // keep every buffer 64-byte aligned relative to the block
+        auto up = [](std::size_t n) { return (n + kAlign - 1) / kAlign * kAlign; };
+        const std::size_t total = up(n_xs) + 2 * up(n_act) + up(n_pad) + up(n_sims) + up(n_val);
+        block.reset(new float[total]);
+        float* p = block.get();
+        for (auto [span, n] : {std::pair<Span<float>*, std::size_t>{&xs, n_xs}, {&a, n_act}, {&b, n_act},
+                               {&pad, n_pad}, {&sims, n_sims}, {&val, n_val}}) {
+            span->p = p;
+            p += up(n);
+        }
+        indices.reset(new std::int32_t[n_val > 0 ? n_val : 1]);
+        idx.p = indices.get();
+    }
 };
 
 void apply_activation(const Layer& L, const KernelTable& k, float* x, std::size_t n) {
@@ -476,11 +490,22 @@ void apply_layer(const Layer& L, const KernelTable& k, int nb, const float* in, 
 void Model::run(const float* windows, int batch, const Outputs& out, int threads) const {
     if (batch < 0) throw std::invalid_argument("batch must not be negative");
     const std::size_t per = static_cast<std::size_t>(window_) * n_sensors_;
-    for (std::size_t i = 0; i < per * static_cast<std::size_t>(batch); ++i) {
-        if (!std::isfinite(windows[i])) {
-            throw std::invalid_argument("windows contain NaN or Inf (window " + std::to_string(i / per) + ", row " +
-                                        std::to_string((i % per) / n_sensors_) + ", sensor " +
-                                        std::to_string(i % n_sensors_) + "); fill or drop missing values first");
+    const std::size_t total = per * static_cast<std::size_t>(batch);
+    // NaN/Inf have an all-ones exponent; an integer OR over the bits vectorises, unlike a branch
+    // per value. Only when it fires do we look for the first bad value to name it.
+    std::uint32_t bad = 0;
+    for (std::size_t i = 0; i < total; ++i) {
+        std::uint32_t bits;
+        std::memcpy(&bits, windows + i, sizeof bits);
+        bad |= static_cast<std::uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
+    }
+    if (bad) {
+        for (std::size_t i = 0; i < total; ++i) {
+            if (!std::isfinite(windows[i])) {
+                throw std::invalid_argument("windows contain NaN or Inf (window " + std::to_string(i / per) + ", row " +
+                                            std::to_string((i % per) / n_sensors_) + ", sensor " +
+                                            std::to_string(i % n_sensors_) + "); fill or drop missing values first");
+            }
         }
     }
     threads = std::max(1, std::min(threads, batch / kChunk));
@@ -523,15 +548,13 @@ void Model::run_chunks(const float* windows, int batch, const Outputs& out, std:
         }
     }
     const int chunk = std::min(kChunk, std::max(1, batch));
-    s.xs.resize(per * chunk);
-    s.a.resize(max_act_ * chunk);
-    s.b.resize(max_act_ * chunk);
-    s.pad.resize(pad);
+    std::size_t sims = 0, slots = 0;
     if (has_memory_) {
-        s.sims.resize(static_cast<std::size_t>(kQueryBlock) * memory_.slots);
-        s.idx.resize(static_cast<std::size_t>(memory_.slots));
-        s.val.resize(static_cast<std::size_t>(memory_.slots));
+        const int queries = std::min(kQueryBlock, chunk * latent_len_);  // 1 row for mlp at batch 1
+        sims = static_cast<std::size_t>(queries) * memory_.slots;
+        slots = static_cast<std::size_t>(memory_.slots);
     }
+    s.allocate(per * chunk, max_act_ * chunk, pad, sims, slots);
     for (;;) {
         const int b0 = next.fetch_add(chunk);
         if (b0 >= batch) break;
