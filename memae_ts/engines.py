@@ -69,7 +69,7 @@ def make_engine(bundle: Bundle, engine: str = "auto") -> Any:
             raise MemaeError("the C++ runtime is not built in this installation; use --engine numpy")
         from memae_ts.runtime import Runtime
 
-        return Runtime.load(bundle.path)
+        return Runtime.from_bundle(bundle)
     try:
         from memae_ts.export_onnx import OnnxEngine
     except ImportError as exc:

@@ -65,6 +65,21 @@ class Runtime:
             raise BundleError(str(exc)) from None
         return cls(model, None, threads)
 
+    @classmethod
+    def from_bundle(cls, bundle: Bundle, threads: int = 1) -> Runtime:
+        """Load an already validated Bundle, also one that exists only in memory."""
+        import json
+
+        from safetensors.numpy import save
+
+        try:
+            model = _runtime.Model.from_bytes(json.dumps(bundle.config).encode(), save(bundle.weights))
+        except _runtime.FormatError as exc:
+            raise BundleError(f"{bundle.path}: {exc}") from None
+        runtime = cls(model, bundle.path, threads)
+        runtime._bundle = bundle
+        return runtime
+
     @property
     def bundle(self) -> Bundle:
         """The bundle as the Python side sees it (loaded on first use, for engine parity)."""

@@ -215,3 +215,16 @@ def test_a_window_scores_the_same_alone_or_in_any_batch(kind: str, tmp_path: Pat
     for i in (0, 17, 44):
         np.testing.assert_array_equal(runtime.score(x[i : i + 1])[0], together[i : i + 1])
     np.testing.assert_array_equal(runtime.score(x[3:40])[0], together[3:40])
+
+
+def test_from_bundle_works_for_in_memory_bundles_and_keeps_the_bundle(tmp_path: Path) -> None:
+    from memae_ts.bundle import load_bundle, make_bundle
+
+    config, weights = random_bundle("mlp", seed=4)
+    path = write_bundle(tmp_path / "b", config, weights)
+    in_memory = make_bundle(config, weights)  # never written to disk
+    runtime = Runtime.from_bundle(in_memory)
+    assert runtime.bundle is in_memory
+    x = random_windows(config, 5)
+    np.testing.assert_array_equal(runtime.score(x)[0], Runtime.load(path).score(x)[0])
+    assert Runtime.load(path).bundle.sensors == load_bundle(path).sensors
