@@ -32,6 +32,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+# One BLAS thread: numpy's OpenBLAS pool would otherwise spin on the second core of this
+# 2-core machine and take it from whichever engine is being timed.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -163,8 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slots", type=int, default=1000, help="memory slots (default 1000)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 256])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, os.cpu_count() or 1])
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--seconds", type=float, default=0.25, help="length of one timed round")
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--seconds", type=float, default=0.12, help="length of one timed round")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
 
