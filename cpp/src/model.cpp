@@ -259,6 +259,9 @@ Layer build_layer(const Json& j, const std::string& where, bool conv, int& ch, i
         }
     }
     if (static_cast<std::int64_t>(L.out_ch) * L.out_len > kMaxActivation) throw FormatError(where + " output is too large");
+    // GEMM strides (stride x channels, kernel x channels) are ints: keep them far from overflow.
+    const std::int64_t widest = std::max(L.in_ch, L.out_ch);
+    if (widest * std::max(L.stride, L.kernel) > (std::int64_t(1) << 30)) throw FormatError(where + " is too large");
     ch = L.out_ch;
     len = L.out_len;
     return L;
