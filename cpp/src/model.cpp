@@ -413,17 +413,18 @@ struct Span {
 struct Scratch {
     std::unique_ptr<float[]> block;
     std::unique_ptr<std::int32_t[]> indices;
-    Span<float> xs, a, b, pad, sims, val;
+    Span<float> xs, a, b, pad, z, sims, val;
     Span<std::int32_t> idx;
 
-    void allocate(std::size_t n_xs, std::size_t n_act, std::size_t n_pad, std::size_t n_sims, std::size_t n_val) {
+    void allocate(std::size_t n_xs, std::size_t n_act, std::size_t n_pad, std::size_t n_z, std::size_t n_sims,
+                  std::size_t n_val) {
         constexpr std::size_t kAlign = 16;  // keep every buffer 64-byte aligned relative to the block
         auto up = [](std::size_t n) { return (n + kAlign - 1) / kAlign * kAlign; };
-        const std::size_t total = up(n_xs) + 2 * up(n_act) + up(n_pad) + up(n_sims) + up(n_val);
+        const std::size_t total = up(n_xs) + 2 * up(n_act) + up(n_pad) + up(n_z) + up(n_sims) + up(n_val);
         block.reset(new float[total]);
         float* p = block.get();
         for (auto [span, n] : {std::pair<Span<float>*, std::size_t>{&xs, n_xs}, {&a, n_act}, {&b, n_act},
-                               {&pad, n_pad}, {&sims, n_sims}, {&val, n_val}}) {
+                               {&pad, n_pad}, {&z, n_z}, {&sims, n_sims}, {&val, n_val}}) {
             span->p = p;
             p += up(n);
         }
@@ -488,6 +489,31 @@ void apply_layer(const Layer& L, const KernelTable& k, int nb, const float* in, 
     }
 }
 
+/// Runs `layers` on nb samples read from `in` (never written), alternating between buf0 and
+/// buf1; returns where the output is (`in` itself when no layer writes).
+const float* forward(const std::vector<Layer>& layers, const KernelTable& k, int nb, const float* in, float* buf0,
+                     float* buf1, Scratch& s) {
+    const float* cur = in;
+    float* nxt = buf0;
+    float* other = buf1;
+    for (const Layer& L : layers) {
+        const std::size_t n = static_cast<std::size_t>(nb) * L.out_ch * L.out_len;
+        if (L.op == Op::Relu || L.op == Op::LeakyRelu || L.op == Op::Tanh) {
+            if (cur != in) {  // in place on our own buffer
+                apply_activation(L, k, const_cast<float*>(cur), n);
+                continue;
+            }
+            std::copy(cur, cur + n, nxt);
+            apply_activation(L, k, nxt, n);
+        } else {
+            apply_layer(L, k, nb, cur, nxt, s);
+        }
+        cur = nxt;
+        std::swap(nxt, other);
+    }
+    return cur;
+}
+
 }  // namespace
 
 void Model::run(const float* windows, int batch, const Outputs& out, int threads) const {
@@ -543,6 +569,11 @@ void Model::run_chunks(const float* windows, int batch, const Outputs& out, std:
     const KernelTable& k = *kernels_;
     const int S = n_sensors_, Wn = window_;
     const std::size_t per = static_cast<std::size_t>(Wn) * S;
+    const std::size_t latent = static_cast<std::size_t>(latent_len_) * latent_dim_;
+    // Convolutions run one window at a time so its activations stay in L1; linear layers run on
+    // the whole chunk so each weight matrix is streamed once per chunk. The memory module always
+    // addresses all of the chunk's latent rows together.
+    const bool per_window = kind_ == "conv";
     Scratch s;
     std::size_t pad = 0;
     for (const auto* layers : {&encoder_, &decoder_}) {
@@ -557,7 +588,76 @@ void Model::run_chunks(const float* windows, int batch, const Outputs& out, std:
         sims = static_cast<std::size_t>(queries) * memory_.slots;
         slots = static_cast<std::size_t>(memory_.slots);
     }
-    s.allocate(per * chunk, max_act_ * chunk, pad, sims, slots);
+    s.allocate(per * chunk, max_act_ * (per_window ? 1 : chunk), pad, latent * chunk, sims, slots);
+    std::vector<float> acc(static_cast<std::size_t>(S));
+
+    // Memory addressing of nq latent rows in place; `first` is the global index of row 0.
+    auto address = [&](float* z, int nq, std::size_t first) {
+        const Memory& M = memory_;
+        for (int q0 = 0; q0 < nq; q0 += kQueryBlock) {
+            const int qb = std::min(kQueryBlock, nq - q0);
+            k.gemm(qb, M.slots, M.dim, z + static_cast<std::size_t>(q0) * M.dim, M.dim, M.mt.data(), s.sims.data(),
+                   M.slots, nullptr, false);
+            for (int r = 0; r < qb; ++r) {
+                float* zr = z + static_cast<std::size_t>(q0 + r) * M.dim;
+                float* row = s.sims.data() + static_cast<std::size_t>(r) * M.slots;
+                float scale = 1.0f / M.temperature;
+                if (M.cosine) {
+                    const float norm = std::sqrt(k.dot(M.dim, zr, zr));
+                    scale = 1.0f / (std::max(norm, 1e-12f) * M.temperature);
+                }
+                float sum;
+                if (M.cosine && M.temperature >= 1.0f / 40.0f) {
+                    // Softmax is shift-invariant and a cosine logit is at most 1/T (memory row
+                    // norms are folded into mt), so shift by 1/T instead of the row max: one pass
+                    // fewer, and with T >= 1/40 every exponent stays above -2/T >= -80.
+                    sum = k.exp_sum(row, M.slots, scale, nullptr, 1.0f / M.temperature);
+                } else {
+                    const float mx = k.scale_max(row, M.slots, scale, nullptr);
+                    sum = k.exp_sum(row, M.slots, 1.0f, nullptr, mx);
+                }
+                // Shrinkage keeps w > lambda only, so select those first and work sparsely.
+                const float thr = M.shrink > 0.0f ? M.shrink : -1.0f;
+                const int cnt = k.select_gt(row, M.slots, 1.0f / sum, thr, s.idx.data(), s.val.data());
+                float* val = s.val.data();
+                if (M.shrink > 0.0f) {
+                    // Continuous hard shrinkage on the selected weights (all > lambda), in a
+                    // branch-free loop the compiler vectorises.
+                    const float lam = M.shrink, eps = M.epsilon;
+                    for (int i = 0; i < cnt; ++i) {
+                        const float w = val[i], d = w - lam;
+                        val[i] = d * w / (std::fabs(d) + eps);
+                    }
+                }
+                double total = 0.0;
+                for (int i = 0; i < cnt; ++i) total += val[i];
+                const float inv_total = static_cast<float>(1.0 / std::max(total, 1e-12));
+                for (int i = 0; i < cnt; ++i) val[i] *= inv_total;
+                k.gather_rows(cnt, s.idx.data(), val, M.m.data(), M.dim, zr);
+                if (out.attention) {
+                    float* att = out.attention + (first + static_cast<std::size_t>(q0 + r)) * M.slots;
+                    std::fill(att, att + M.slots, 0.0f);
+                    for (int i = 0; i < cnt; ++i) att[s.idx[static_cast<std::size_t>(i)]] = val[i];
+                }
+            }
+        }
+    };
+
+    // Reconstruction, contributions and score of window `g` (global index).
+    auto finish = [&](int g, const float* xs, const float* rec) {
+        if (out.reconstruction) std::copy(rec, rec + per, out.reconstruction + per * g);
+        if (!out.scores && !out.contributions) return;
+        std::fill(acc.begin(), acc.end(), 0.0f);
+        k.sq_err_cols(xs, rec, Wn, S, acc.data());
+        double total = 0.0;
+        for (int j = 0; j < S; ++j) {
+            const float c = acc[static_cast<std::size_t>(j)] / static_cast<float>(Wn);
+            if (out.contributions) out.contributions[static_cast<std::size_t>(g) * S + j] = c;
+            total += c;
+        }
+        if (out.scores) out.scores[g] = static_cast<float>(total / S);
+    };
+
     for (;;) {
         const int b0 = next.fetch_add(chunk);
         if (b0 >= batch) break;
@@ -569,105 +669,24 @@ void Model::run_chunks(const float* windows, int batch, const Outputs& out, std:
             float* dst = s.xs.data() + r * S;
             for (int j = 0; j < S; ++j) dst[j] = static_cast<float>((static_cast<double>(src[j]) - center_[j]) * inv_scale_[j]);
         }
-        const float* cur = s.xs.data();
-        float* nxt = s.a.data();
-        float* other = s.b.data();
-        auto run_layers = [&](const std::vector<Layer>& layers) {
-            for (const Layer& L : layers) {
-                if (L.op == Op::Relu || L.op == Op::LeakyRelu || L.op == Op::Tanh) {
-                    if (cur != s.xs.data()) {  // the scaled input must survive for the score
-                        apply_activation(L, k, const_cast<float*>(cur), static_cast<std::size_t>(nb) * L.out_ch * L.out_len);
-                        continue;
-                    }
-                    std::copy(cur, cur + static_cast<std::size_t>(nb) * L.in_ch * L.in_len, nxt);
-                    apply_activation(L, k, nxt, static_cast<std::size_t>(nb) * L.out_ch * L.out_len);
-                    cur = nxt;
-                    std::swap(nxt, other);
-                    continue;
-                }
-                apply_layer(L, k, nb, cur, nxt, s);
-                cur = nxt;
-                std::swap(nxt, other);
-            }
-        };
-        run_layers(encoder_);
-        if (has_memory_) {
-            // Latent rows (one per sample for mlp, one per time step for conv) are the queries;
-            // `cur` is writable scratch unless the encoder is empty.
-            if (cur == s.xs.data()) {
-                std::copy(cur, cur + per * nb, nxt);
-                cur = nxt;
-                std::swap(nxt, other);
-            }
-            float* z = const_cast<float*>(cur);
-            const Memory& M = memory_;
-            const int nq = nb * latent_len_;
-            for (int q0 = 0; q0 < nq; q0 += kQueryBlock) {
-                const int qb = std::min(kQueryBlock, nq - q0);
-                k.gemm(qb, M.slots, M.dim, z + static_cast<std::size_t>(q0) * M.dim, M.dim, M.mt.data(),
-                       s.sims.data(), M.slots, nullptr, false);
-                for (int r = 0; r < qb; ++r) {
-                    float* zr = z + static_cast<std::size_t>(q0 + r) * M.dim;
-                    float* row = s.sims.data() + static_cast<std::size_t>(r) * M.slots;
-                    float scale = 1.0f / M.temperature;
-                    if (M.cosine) {
-                        const float norm = std::sqrt(k.dot(M.dim, zr, zr));
-                        scale = 1.0f / (std::max(norm, 1e-12f) * M.temperature);
-                    }
-                    const float* mul = nullptr;  // memory row norms are folded into mt already
-                    float sum;
-                    if (M.cosine && M.temperature >= 1.0f / 40.0f) {
-                        // Softmax is shift-invariant and a cosine logit is at most 1/T, so shift by
-                        // 1/T instead of the row max: one pass fewer, and with T >= 1/40 every
-                        // exponent stays above -2/T >= -80, so nothing that matters underflows.
-                        sum = k.exp_sum(row, M.slots, scale, mul, 1.0f / M.temperature);
-                    } else {
-                        const float mx = k.scale_max(row, M.slots, scale, mul);
-                        sum = k.exp_sum(row, M.slots, 1.0f, nullptr, mx);
-                    }
-                    const float inv_sum = 1.0f / sum;
-                    // Shrinkage keeps w > lambda only, so select those first and work sparsely.
-                    const float thr = M.shrink > 0.0f ? M.shrink : -1.0f;
-                    const int cnt = k.select_gt(row, M.slots, inv_sum, thr, s.idx.data(), s.val.data());
-                    float* val = s.val.data();
-                    if (M.shrink > 0.0f) {
-                        // Continuous hard shrinkage on the selected weights (all > lambda), in a
-                        // branch-free loop the compiler vectorises.
-                        const float lam = M.shrink, eps = M.epsilon;
-                        for (int i = 0; i < cnt; ++i) {
-                            const float w = val[i], d = w - lam;
-                            val[i] = d * w / (std::fabs(d) + eps);
-                        }
-                    }
-                    double total = 0.0;
-                    for (int i = 0; i < cnt; ++i) total += val[i];
-                    const float inv_total = static_cast<float>(1.0 / std::max(total, 1e-12));
-                    for (int i = 0; i < cnt; ++i) s.val[static_cast<std::size_t>(i)] *= inv_total;
-                    k.gather_rows(cnt, s.idx.data(), s.val.data(), M.m.data(), M.dim, zr);
-                    if (out.attention) {
-                        float* att = out.attention + (static_cast<std::size_t>(b0) * latent_len_ + q0 + r) * M.slots;
-                        std::fill(att, att + M.slots, 0.0f);
-                        for (int i = 0; i < cnt; ++i) att[s.idx[static_cast<std::size_t>(i)]] = s.val[static_cast<std::size_t>(i)];
-                    }
-                }
-            }
-        }
-        run_layers(decoder_);
-        const float* rec = cur;
-        if (out.reconstruction) std::copy(rec, rec + per * nb, out.reconstruction + per * b0);
-        if (out.scores || out.contributions) {
-            std::vector<float> acc(static_cast<std::size_t>(S));
+        float* z = s.z.data();
+        if (per_window) {
             for (int n = 0; n < nb; ++n) {
-                std::fill(acc.begin(), acc.end(), 0.0f);
-                k.sq_err_cols(s.xs.data() + per * n, rec + per * n, Wn, S, acc.data());
-                double total = 0.0;
-                for (int j = 0; j < S; ++j) {
-                    const float c = acc[static_cast<std::size_t>(j)] / static_cast<float>(Wn);
-                    if (out.contributions) out.contributions[static_cast<std::size_t>(b0 + n) * S + j] = c;
-                    total += c;
-                }
-                if (out.scores) out.scores[b0 + n] = static_cast<float>(total / S);
+                const float* h = forward(encoder_, k, 1, s.xs.data() + per * n, s.a.data(), s.b.data(), s);
+                std::copy(h, h + latent, z + latent * n);
             }
+        } else {
+            const float* h = forward(encoder_, k, nb, s.xs.data(), s.a.data(), s.b.data(), s);
+            std::copy(h, h + latent * nb, z);
+        }
+        if (has_memory_) address(z, nb * latent_len_, static_cast<std::size_t>(b0) * latent_len_);
+        if (per_window) {
+            for (int n = 0; n < nb; ++n) {
+                finish(b0 + n, s.xs.data() + per * n, forward(decoder_, k, 1, z + latent * n, s.a.data(), s.b.data(), s));
+            }
+        } else {
+            const float* rec = forward(decoder_, k, nb, z, s.a.data(), s.b.data(), s);
+            for (int n = 0; n < nb; ++n) finish(b0 + n, s.xs.data() + per * n, rec + per * n);
         }
     }
 }
