@@ -37,6 +37,7 @@ def plot(scores: np.ndarray, labels: np.ndarray, title: str, path: str) -> None:
     ax.axvline(TRAIN_ROWS, color="grey", lw=0.8, ls=":", label="train | test")
     ax.set_yscale("symlog", linthresh=1.0)
     ax.set_xlim(0, scores.size)
+    ax.set_ylim(0, max(top, 1.0) * 1.5)
     ax.set_xlabel("row (1 s per row)")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, loc="upper left", ncol=4, frameon=False)
