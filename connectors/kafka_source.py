@@ -149,9 +149,16 @@ class KafkaSource:
         """Messages behind the partition end, from the last fetch's high watermark."""
         out: dict[int, int] = {}
         for p in self.assigned:
-            high = self.consumer.highwater(TopicPartition(self.topic, p))
-            if high is not None and p in next_offsets:
-                out[p] = max(0, high - next_offsets[p])
+            tp = TopicPartition(self.topic, p)
+            high = self.consumer.highwater(tp)
+            position = next_offsets.get(p)
+            if position is None:  # assigned, nothing processed yet: where the consumer stands
+                try:
+                    position = self.consumer.position(tp, timeout_ms=50)
+                except (KafkaError, ValueError):
+                    position = None
+            if high is not None and position is not None:
+                out[p] = max(0, high - position)
         return out
 
     def close(self) -> None:
