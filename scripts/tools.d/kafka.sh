@@ -16,6 +16,11 @@ command -v java >/dev/null || { echo "kafka.sh: java (17+) is required" >&2; exi
 command -v mvn >/dev/null || { echo "kafka.sh: maven (mvn) is required" >&2; exit 1; }
 rm -rf "$DEST"
 mkdir -p "$DEST"
-mvn -q -B -Dstyle.color=never -f "$POM" dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$DEST"
+if ! log="$(mvn -q -B -Dstyle.color=never -f "$POM" dependency:copy-dependencies \
+        -DincludeScope=runtime -DoutputDirectory="$DEST" 2>&1)"; then
+    echo "$log" >&2
+    echo "kafka.sh: maven could not fetch the Kafka jars (network? ~/.m2/settings.xml?)" >&2
+    exit 1
+fi
 echo "$want" > "$STAMP"
 echo "kafka.sh: $(ls "$DEST" | wc -l) jars in $DEST"
