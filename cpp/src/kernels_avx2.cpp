@@ -12,6 +12,8 @@ struct I {
     using V = __m256;
     static constexpr int W = 8;
     static constexpr bool kLdexpSaturates = false;
+    static constexpr bool kCompress = false;
+    static int compress(V, unsigned long long, int, std::int32_t*, float*) { return 0; }
     static constexpr int MR = 3;
     static constexpr const char* kName = "avx2_3x32";
     static __m256i tail_mask(int n) {

@@ -18,6 +18,17 @@ struct I {
     using V = __m512;
     static constexpr int W = 16;
     static constexpr bool kLdexpSaturates = true;
+    static constexpr bool kCompress = true;
+    /// Packs the lanes of w selected by mask (and their indices base + lane) to the front and
+    /// stores all 16 lanes: the caller's buffers have 16 entries of slack.
+    static int compress(V w, unsigned long long mask, int base, std::int32_t* idx, float* val) {
+        const __mmask16 m = static_cast<__mmask16>(mask);
+        _mm512_storeu_ps(val, _mm512_maskz_compress_ps(m, w));
+        const __m512i lanes = _mm512_add_epi32(_mm512_set1_epi32(base),
+                                               _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+        _mm512_storeu_si512(idx, _mm512_maskz_compress_epi32(m, lanes));
+        return __builtin_popcount(static_cast<unsigned>(m));
+    }
     static constexpr int MR = 8;
     static constexpr const char* kName = "avx512_8x32";
     static __mmask16 tail_mask(int n) { return static_cast<__mmask16>((1u << n) - 1u); }

@@ -137,13 +137,19 @@ static int select_gt(const float* x, int n, float inv_sum, float thr, std::int32
     int count = 0;
     int i = 0;
     for (; i + W <= n; i += W) {
-        unsigned long long mask = I::gt_mask(I::mul(I::load(x + i), is), t);
-        while (mask) {
-            const int j = __builtin_ctzll(mask);
-            mask &= mask - 1;
-            idx[count] = i + j;
-            val[count] = x[i + j] * inv_sum;
-            ++count;
+        const V w = I::mul(I::load(x + i), is);
+        unsigned long long mask = I::gt_mask(w, t);
+        if (!mask) continue;  // the common case after softmax: nothing in this vector survives
+        if constexpr (I::kCompress) {
+            count += I::compress(w, mask, i, idx + count, val + count);  // flat attention stays fast
+        } else {
+            while (mask) {
+                const int j = __builtin_ctzll(mask);
+                mask &= mask - 1;
+                idx[count] = i + j;
+                val[count] = x[i + j] * inv_sum;
+                ++count;
+            }
         }
     }
     for (; i < n; ++i) {

@@ -14,6 +14,8 @@ struct I {
     using V = float32x4_t;
     static constexpr int W = 4;
     static constexpr bool kLdexpSaturates = false;
+    static constexpr bool kCompress = false;
+    static int compress(V, unsigned long long, int, std::int32_t*, float*) { return 0; }
     static constexpr int MR = 3;
     static constexpr const char* kName = "neon_3x32";
     static V zero() { return vdupq_n_f32(0.0f); }

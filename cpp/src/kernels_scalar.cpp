@@ -10,6 +10,8 @@ namespace scalar {
 struct I {
     using V = float;
     static constexpr int W = 1;
+    static constexpr bool kCompress = false;
+    static int compress(V, unsigned long long, int, std::int32_t*, float*) { return 0; }
     static constexpr int MR = 2;
     static constexpr const char* kName = "scalar_2x32";
     static V zero() { return 0.0f; }

@@ -428,7 +428,7 @@ struct Scratch {
             span->p = p;
             p += up(n);
         }
-        indices.reset(new std::int32_t[n_val > 0 ? n_val : 1]);
+        indices.reset(new std::int32_t[n_val + kSelectSlack]);
         idx.p = indices.get();
     }
 };
@@ -588,7 +588,7 @@ void Model::run_chunks(const float* windows, int batch, const Outputs& out, std:
         sims = static_cast<std::size_t>(queries) * memory_.slots;
         slots = static_cast<std::size_t>(memory_.slots);
     }
-    s.allocate(per * chunk, max_act_ * (per_window ? 1 : chunk), pad, latent * chunk, sims, slots);
+    s.allocate(per * chunk, max_act_ * (per_window ? 1 : chunk), pad, latent * chunk, sims, slots + kSelectSlack);
     std::vector<float> acc(static_cast<std::size_t>(S));
 
     // Memory addressing of nq latent rows in place; `first` is the global index of row 0.

@@ -128,8 +128,8 @@ TEST_P(Kernels, SelectGtKeepsOrderAndExactlyTheEntriesAboveThreshold) {
     std::mt19937 rng(5);
     for (int n : kLengths) {
         auto x = random_vec(n, rng, 0.0f, 1.0f);
-        std::vector<std::int32_t> idx(n);
-        std::vector<float> val(n);
+        std::vector<std::int32_t> idx(n + kSelectSlack);
+        std::vector<float> val(n + kSelectSlack);
         const float inv = 0.5f, thr = 0.3f;
         const int count = k->select_gt(x.data(), n, inv, thr, idx.data(), val.data());
         int j = 0;

@@ -16,6 +16,9 @@ namespace memae {
 /// row block of A streams past it, whatever the ISA's vector width.
 constexpr int kPanel = 32;
 
+/// Extra entries select_gt may write past its count (one full vector of the widest ISA).
+constexpr int kSelectSlack = 16;
+
 /// Packs row-major B (K x N, leading dimension ldb) into panels; returns ceil(N/32)*K*32 floats.
 std::vector<float> pack_b(int K, int N, const float* B, int ldb);
 
@@ -32,6 +35,7 @@ struct KernelTable {
     float (*exp_sum)(float* x, int n, float scale, const float* mul, float shift);
     /// Writes every i with x[i] * inv_sum > thr as idx[k] = i, val[k] = x[i] * inv_sum, in order;
     /// returns the count. This is the sparse step after softmax: most weights fall under thr.
+    /// idx and val need room for n + kSelectSlack entries (vector tails may be stored past count).
     int (*select_gt)(const float* x, int n, float inv_sum, float thr, std::int32_t* idx, float* val);
     /// out[0:dim] = sum_j w[j] * M[idx[j]*dim : (idx[j]+1)*dim]: the sparse memory read. The
     /// output block stays in registers while the selected rows stream past.
