@@ -18,7 +18,7 @@ from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
-from kafka.errors import CommitFailedError, KafkaError
+from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 log = logging.getLogger(__name__)
@@ -52,11 +52,13 @@ class KafkaSource:
         auto_offset_reset: str = "earliest",
         max_rewind_messages: int = 100_000,
         session_timeout_ms: int = 10_000,
+        commit_timeout_s: float = 15.0,
         on_revoked: Callable[[set[int]], None] | None = None,
         on_assigned: Callable[[set[int]], None] | None = None,
     ) -> None:
         self.topic = topic
         self.max_rewind_messages = max_rewind_messages
+        self.commit_timeout_s = commit_timeout_s
         self.replay_until: dict[int, int] = {}
         self.assigned: set[int] = set()
         self._to_rewind: set[int] = set()
@@ -94,11 +96,13 @@ class KafkaSource:
         until = self.replay_until.get(partition)
         return until is not None and offset < until
 
-    def commit(self, next_offsets: dict[int, int], rebuild_from: dict[int, int]) -> None:
+    def commit(self, next_offsets: dict[int, int], rebuild_from: dict[int, int]) -> bool:
         """Commit ``next_offsets`` (last processed + 1) with the rebuild point as metadata.
 
-        Retries through a broker outage; a rebalance in between (CommitFailedError) is
-        harmless because the revocation callback already committed.
+        Retries retriable errors (coordinator moving, broker restarting) for up to
+        ``commit_timeout_s``, then gives up and returns False: the loop must get back to
+        ``poll`` because a rebalance (RebalanceInProgress, IllegalGeneration, ...) only
+        completes there. Offsets not committed are re-read later: duplicates, never gaps.
         """
         offsets = {
             TopicPartition(self.topic, p): OffsetAndMetadata(
@@ -106,17 +110,21 @@ class KafkaSource:
             )
             for p, off in next_offsets.items()
         }
-        for attempt in range(1000):
+        deadline = time.monotonic() + self.commit_timeout_s
+        attempt = 0
+        while True:
             try:
-                self.consumer.commit(offsets, timeout_ms=10_000)
-                return
-            except CommitFailedError as exc:
-                log.warning("commit rejected after a rebalance", extra={"error": str(exc)})
-                return
+                self.consumer.commit(offsets, timeout_ms=5_000)
+                return True
             except KafkaError as exc:
-                log.warning("commit failed, retrying", extra={"error": repr(exc), "try": attempt})
-                time.sleep(min(2.0, 0.1 * (attempt + 1)))
-        raise RuntimeError("could not commit offsets")
+                if not getattr(exc, "retriable", False) or time.monotonic() >= deadline:
+                    log.warning(
+                        "offsets not committed; they will be read again",
+                        extra={"error": repr(exc), "offsets": next_offsets},
+                    )
+                    return False
+                attempt += 1
+                time.sleep(min(1.0, 0.1 * attempt))
 
     def rewind(self, partitions: set[int]) -> None:
         """Seek ``partitions`` back to their committed rebuild point (see module docstring)."""

@@ -203,23 +203,30 @@ class StreamProcessor:
         for produced_ms in pending.produced_ms:
             self.metrics.end_to_end.observe(max(0.0, now - produced_ms / 1000.0))
         stale = self.model.max_gap_seconds
-        self.source.commit(pending.next_offsets, self.buffers.rebuild_offsets(stale))
+        committed = self.source.commit(pending.next_offsets, self.buffers.rebuild_offsets(stale))
         self.metrics.scores_published.inc(len(pending.produced_ms))
-        self.metrics.commits.inc()
-        self.metrics.last_processed.set(now)
         self.metrics.readings_in_progress.set(0)
         self._lags_seen.update(pending.next_offsets)
         self.metrics.set_lag(self.source.lags(self._lags_seen))
         log.debug("checkpoint", extra={"offsets": pending.next_offsets, "acked": published})
         self._pending = _Pending()
+        if committed:
+            self.metrics.commits.inc()
+            self.metrics.last_processed.set(now)
+        else:
+            # Scores are out; commit these offsets with the next checkpoint if we still own
+            # the partitions (a revocation in between drops them: the new owner re-reads).
+            self._pending.next_offsets = {
+                p: off for p, off in pending.next_offsets.items() if p in self.source.assigned
+            }
 
     # -- rebalance and reload -----------------------------------------------------------
 
     def _on_revoked(self, partitions: set[int]) -> None:
         # Called inside poll(); step() checkpoints after every poll, so nothing is pending here.
         log.info("partitions revoked", extra={"partitions": sorted(partitions)})
-        if self._pending.next_offsets:
-            log.error("uncommitted work at revocation", extra={"offsets": self._pending.next_offsets})
+        for p in partitions:  # offsets whose commit failed: the next owner re-reads them
+            self._pending.next_offsets.pop(p, None)
         self.metrics.forget_assets(self.buffers.assets_in(partitions))
         self.buffers.drop_partitions(partitions)
         for p in partitions:

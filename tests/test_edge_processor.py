@@ -1,0 +1,132 @@
+"""StreamProcessor rules that a real broker cannot be made to break on demand: the commit
+order, a commit that fails (e.g. a rebalance racing it), and history re-reads after a rewind.
+The Kafka client is replaced here only for those failures; everything else is covered against
+the real broker in test_edge_kafka.py."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+from prometheus_client import CollectorRegistry
+
+from connectors.metrics import EdgeMetrics
+from connectors.processor import ServedModel, StreamProcessor
+
+
+@dataclass
+class Msg:
+    partition: int
+    offset: int
+    key: bytes
+    value: bytes
+    topic: str = "in"
+    timestamp: int = 0
+
+
+class MeanEngine:
+    """Score = mean of the window: enough to check plumbing, not modelling."""
+
+    def score(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        contrib = windows.mean(axis=1)
+        return contrib.mean(axis=1), contrib
+
+
+@dataclass
+class FakeSource:
+    log: list[str]
+    batches: list[list[Msg]] = field(default_factory=list)
+    commit_results: list[bool] = field(default_factory=list)
+    commits: list[dict[int, int]] = field(default_factory=list)
+    assigned: set[int] = field(default_factory=lambda: {0, 1})
+    replay_until: dict[int, int] = field(default_factory=dict)
+
+    def poll(self, timeout_ms: int) -> list[Msg]:
+        return self.batches.pop(0) if self.batches else []
+
+    def is_history(self, partition: int, offset: int) -> bool:
+        return offset < self.replay_until.get(partition, -1)
+
+    def commit(self, next_offsets: dict[int, int], rebuild_from: dict[int, int]) -> bool:
+        self.log.append("commit")
+        ok = self.commit_results.pop(0) if self.commit_results else True
+        if ok:
+            self.commits.append(dict(next_offsets))
+        return ok
+
+    def lags(self, next_offsets: dict[int, int]) -> dict[int, int]:
+        return {}
+
+
+@dataclass
+class FakeSink:
+    log: list[str]
+    published: list[dict] = field(default_factory=list)
+    dead: list[str] = field(default_factory=list)
+
+    def publish(self, record) -> None:  # type: ignore[no-untyped-def]
+        self.log.append("publish")
+        self.published.append(json.loads(record.to_json()))
+
+    def dead_letter(self, key, value, reason, detail, source) -> None:  # type: ignore[no-untyped-def]
+        self.log.append("dead_letter")
+        self.dead.append(reason)
+
+    def flush(self, timeout_s: float = 60.0) -> int:
+        self.log.append("flush")
+        return 0
+
+
+def reading(p: int, off: int, t: int, v: float = 1.0) -> Msg:
+    return Msg(p, off, b"a%d" % p, json.dumps([t, v, 2 * v]).encode())
+
+
+def make(window: int = 2) -> tuple[StreamProcessor, FakeSource, FakeSink]:
+    log: list[str] = []
+    source = FakeSource(log)
+    sink = FakeSink(log)
+    model = ServedModel(MeanEngine(), ["x", "y"], window, threshold=1.0, version="v1")
+    proc = StreamProcessor(lambda revoked, assigned: source, sink, model, EdgeMetrics(CollectorRegistry()))  # type: ignore[arg-type]
+    return proc, source, sink
+
+
+def test_scores_are_flushed_before_offsets_are_committed():
+    proc, source, sink = make()
+    broken = Msg(0, 2, b"a0", b"{")
+    source.batches = [[reading(0, 0, 0), reading(0, 1, 60), broken, reading(0, 3, 120)]]
+    proc.step()
+    # dead letters as they come, scores once per batch, then all acks, then the commit
+    assert sink.log == ["dead_letter", "publish", "publish", "flush", "commit"]
+    assert source.commits == [{0: 4}]
+    assert [r["ts"] for r in sink.published] == ["1970-01-01T00:01:00Z", "1970-01-01T00:02:00Z"]
+
+
+def test_a_failed_commit_is_retried_with_the_next_checkpoint():
+    proc, source, _ = make()
+    source.batches = [[reading(0, 0, 0), reading(1, 0, 0)], []]
+    source.commit_results = [False, True]
+    proc.step()
+    assert source.commits == []
+    proc.step()  # nothing new, but the uncommitted offsets are committed now
+    assert source.commits == [{0: 1, 1: 1}]
+
+
+def test_revoked_partitions_drop_their_uncommitted_offsets():
+    proc, source, _ = make()
+    source.batches = [[reading(0, 0, 0), reading(1, 0, 0)], []]
+    source.commit_results = [False, True]
+    proc.step()
+    proc._on_revoked({1})
+    source.assigned = {0}
+    proc.step()
+    assert source.commits == [{0: 1}]
+
+
+def test_history_rebuilds_windows_without_scoring_or_committing_again():
+    proc, source, sink = make(window=3)
+    source.replay_until = {0: 2}  # offsets 0 and 1 were scored before the restart
+    source.batches = [[reading(0, 0, 0), reading(0, 1, 60), reading(0, 2, 120)]]
+    proc.step()
+    assert [r["ts"] for r in sink.published] == ["1970-01-01T00:02:00Z"]  # first window, no warm-up
+    assert source.commits == [{0: 3}]
