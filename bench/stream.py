@@ -132,7 +132,8 @@ def input_timestamps(bootstrap: str, topic: str) -> dict[tuple[str, str], int]:
     out = {}
     for m in consumer:
         body = json.loads(m.value)
-        out[(body["asset"], body["ts"])] = m.timestamp
+        ts = body[0] if isinstance(body, list) else body["ts"]
+        out[(m.key.decode(), ts)] = m.timestamp
     consumer.close()
     return out
 
@@ -154,6 +155,7 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=2000.0, help="readings/s for the latency run")
     ap.add_argument("--latency-seconds", type=float, default=10.0)
     ap.add_argument("--model", type=Path, default=None)
+    ap.add_argument("--compact", action="store_true", help="readings in the compact array form")
     args = ap.parse_args()
     reason = missing_reason()
     if reason:
@@ -166,12 +168,13 @@ def main() -> int:
         broker.start()
         try:
             csv, model = make_data(work, args.assets, args.days, args.model)
-            messages = list(read_messages(csv))
-            n = len(messages)
             config = json.loads((model / "config.json").read_text())
+            messages = list(read_messages(csv, sensors=config["sensors"], compact=args.compact))
+            n = len(messages)
             print(
                 f"data: {n} readings, {args.assets} assets, {len(config['sensors'])} sensors, "
-                f"window {config['window']}, {args.partitions} partitions, batch {args.batch_size}"
+                f"window {config['window']}, {args.partitions} partitions, batch {args.batch_size}, "
+                f"{'compact' if args.compact else 'JSON object'} messages"
             )
 
             broker.create_topic("bench.in", args.partitions)
