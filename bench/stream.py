@@ -185,19 +185,13 @@ def main() -> int:
             runs = ", ".join(f"{b:,.0f}" for b in bare)
             print(f"bare kafka-python consumer: {bare_rate:,.0f} readings/s (best of runs: {runs})")
 
-            daemon = run_daemon(work, "edge-tp", broker.bootstrap, "bench.in", model, args.batch_size)
-            daemon.start()
-            wait_committed(broker.bootstrap, "bench.in", "edge-tp-group")
-            metrics = daemon.metrics()
-            daemon.stop()
-            scores = score_timestamps(broker.bootstrap, "bench.in.scores")
-            first_score = min(s[2] for s in scores) / 1000.0
-            last_commit = metric_value(metrics, "memae_ts_last_processed_timestamp_seconds")
-            wall = last_commit - first_score
-            daemon_rate = metric_value(metrics, "memae_ts_readings_total") / wall
-            engine = metric_value(metrics, "memae_ts_inference_duration_seconds_sum")
-            print(f"edge daemon (engine {daemon_engine(metrics)}): {daemon_rate:,.0f} readings/s, "
-                  f"{len(scores)} scores in {wall:.2f} s")  # fmt: skip
+            results = [daemon_run(work, f"edge{i}", broker.bootstrap, model, args.batch_size) for i in (1, 2)]
+            daemon_rate, wall, engine, scored, engine_name = max(results)
+            runs = ", ".join(f"{r[0]:,.0f}" for r in results)
+            print(
+                f"edge daemon (engine {engine_name}): {daemon_rate:,.0f} readings/s, {scored} scores "
+                f"in {wall:.2f} s (best of runs: {runs})"
+            )
             print(f"ratio daemon / bare consumer: {daemon_rate / bare_rate:.2f} (goal >= 0.7)")
             print(f"engine share of daemon time: {engine / wall:.1%} ({engine:.2f} s in engine.score)")
 
@@ -221,6 +215,27 @@ def main() -> int:
         finally:
             broker.stop()
     return 0
+
+
+def daemon_run(work: Path, name: str, bootstrap: str, model: Path, batch: int) -> tuple:
+    """One daemon on the backlog of bench.in (own group, own score topic):
+    (readings/s, wall seconds, engine seconds, scores, engine name)."""
+    topic = "bench.in"
+    daemon = EdgeProcess(
+        work / name, bootstrap=bootstrap, input_topic=topic, output_topic=f"{name}.scores",
+        dead_letter_topic=f"{name}.dlq", group=f"{name}-group", model=model, batch_size=batch,
+        client_id=name,
+    )  # fmt: skip
+    daemon.start()
+    wait_committed(bootstrap, topic, f"{name}-group")
+    metrics = daemon.metrics()
+    daemon.stop()
+    scores = score_timestamps(bootstrap, f"{name}.scores")
+    first_score = min(s[2] for s in scores) / 1000.0
+    wall = metric_value(metrics, "memae_ts_last_processed_timestamp_seconds") - first_score
+    rate = metric_value(metrics, "memae_ts_readings_total") / wall
+    engine = metric_value(metrics, "memae_ts_inference_duration_seconds_sum")
+    return rate, wall, engine, len(scores), daemon_engine(metrics)
 
 
 def daemon_engine(metrics: str) -> str:
