@@ -77,6 +77,7 @@ class WindowBuffers:
         max_gap_seconds: float | None = None,
         max_fill_rows: int = 0,
         backwards_tolerance_seconds: float = 0.0,
+        max_assets: int = 10_000,
     ) -> None:
         if window < 1 or n_sensors < 1:
             raise ValueError("window and n_sensors must be positive")
@@ -85,6 +86,7 @@ class WindowBuffers:
         self.max_gap_seconds = max_gap_seconds
         self.max_fill_rows = max_fill_rows
         self.backwards_tolerance_seconds = backwards_tolerance_seconds
+        self.max_assets = max_assets
         self._assets: dict[str, _AssetState] = {}
 
     def __len__(self) -> int:
@@ -95,10 +97,15 @@ class WindowBuffers:
 
         The view is only valid until the next push for the same asset: copy it (the batcher
         does) before pushing more. Raises :class:`InvalidMessage` (``time_backwards``) for a
-        reading older than the asset's last one by more than the tolerance; it is not added.
+        reading older than the asset's last one by more than the tolerance (it is not added),
+        and ``bad_asset`` for a new asset beyond ``max_assets``.
         """
         state = self._assets.get(reading.asset)
         if state is None:
+            if len(self._assets) >= self.max_assets:
+                # A producer bug (e.g. a timestamp as key) must not exhaust memory or explode
+                # the asset label of the metrics.
+                raise InvalidMessage("bad_asset", f"more than {self.max_assets} assets; raise max_assets")
             state = _AssetState(self.window, self.n_sensors)
             self._assets[reading.asset] = state
         state.partition = partition

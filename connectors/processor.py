@@ -59,6 +59,7 @@ class ServedModel:
 class ProcessingConfig:
     top_sensors: int = 3
     backwards_tolerance_seconds: float = 0.0
+    max_assets: int = 10_000
     poll_timeout_ms: int = 200
     flush_timeout_s: float = 60.0
 
@@ -103,6 +104,7 @@ class StreamProcessor:
             max_gap_seconds=model.max_gap_seconds,
             max_fill_rows=model.max_fill_rows,
             backwards_tolerance_seconds=self.config.backwards_tolerance_seconds,
+            max_assets=self.config.max_assets,
         )
         self.metrics.set_model(model.version, model.sensors, model.window, model.engine_name)
 

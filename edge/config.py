@@ -87,6 +87,7 @@ class ProcessingSection:
     poll_timeout_ms: int = 200
     top_sensors: int = 3
     backwards_tolerance_seconds: float = 0.0
+    max_assets: int = 10_000
     max_rewind_messages: int = 100_000
     flush_timeout_seconds: float = 60.0
 

@@ -99,6 +99,7 @@ class EdgeDaemon:
             ProcessingConfig(
                 top_sensors=p.top_sensors,
                 backwards_tolerance_seconds=p.backwards_tolerance_seconds,
+                max_assets=p.max_assets,
                 poll_timeout_ms=p.poll_timeout_ms,
                 flush_timeout_s=p.flush_timeout_seconds,
             ),

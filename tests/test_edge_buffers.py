@@ -119,3 +119,14 @@ def test_live_windows_equal_offline_windows(tmp_path):
     assert sorted(live) == sorted(offline)
     for i, w in live.items():
         np.testing.assert_array_equal(w, offline[i])
+
+
+def test_assets_beyond_the_cap_are_rejected_not_buffered():
+    buf = WindowBuffers(2, 1, max_assets=2)
+    buf.push(reading("a", 0, 0), 0, 0)
+    buf.push(reading("b", 0, 0), 0, 1)
+    with pytest.raises(InvalidMessage) as err:
+        buf.push(reading("c", 0, 0), 0, 2)
+    assert err.value.reason == "bad_asset"
+    assert len(buf) == 2
+    buf.push(reading("a", 60, 0), 0, 3)  # known assets go on
