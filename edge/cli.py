@@ -76,9 +76,15 @@ def run_edge(args: argparse.Namespace) -> int:
         model = load_served_model(config.model.path, config.model.engine)
         print(f"ok: model {model.version} ({model.engine_name}), {len(model.sensors)} sensors")
         return 0
+    from kafka.errors import KafkaError
+
     daemon = EdgeDaemon(config)
     daemon.install_signal_handlers()
-    return daemon.run()
+    try:
+        return daemon.run()
+    except KafkaError as exc:  # e.g. no broker reachable at start: let the supervisor retry
+        log.error("kafka unavailable; exiting", extra={"error": repr(exc)})
+        return 1
 
 
 def run_replay(args: argparse.Namespace) -> int:
