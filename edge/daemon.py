@@ -142,7 +142,11 @@ class EdgeDaemon:
             self.health.stopping = True
             self.metrics.ready.set(0)
             if code == 0:
-                self.processor.close()
+                try:
+                    self.processor.close()
+                except DeliveryFailed as exc:  # last batch not acked: not committed either
+                    log.error("last scores not acknowledged at shutdown", extra={"error": str(exc)})
+                    code = 1
             else:
                 self.processor.source.close()
                 self.processor.sink.close(timeout_s=1.0)
