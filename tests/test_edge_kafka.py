@@ -300,7 +300,8 @@ def test_two_daemons_in_one_group_share_partitions_and_score_every_reading(
     a = edge_daemons("edge-a", batch_size=20).start()
     multi_csv = tmp_path / "multi.csv"
     producer = replay_in_background(kafka_broker.bootstrap, kafka_names.input, multi_csv, rate=300)
-    wait_count(kafka_broker.bootstrap, kafka_names.output, 50)
+    first = wait_count(kafka_broker.bootstrap, kafka_names.output, 50)
+    assert len(first) >= 50, f"daemon a scored {len(first)} windows alone; its log:\n{a.logs()[-4000:]}"
     b = edge_daemons("edge-b", batch_size=20).start()  # joins mid-stream: rebalance
     join_replay(producer)
     records = wait_count(kafka_broker.bootstrap, kafka_names.output, len(assets) * len(offline), timeout=90)
