@@ -136,3 +136,15 @@ def test_demo_data_is_deterministic(tmp_path: Path) -> None:
     frame = pd.read_csv(tmp_path / "a.csv")
     assert len(frame) == 1440 and frame["anomaly"].sum() > 0
     assert frame.drop(columns=["timestamp", "anomaly"]).shape[1] == 8
+
+
+def test_fit_flags_default_to_the_api_defaults() -> None:
+    """`memae-ts fit data.csv` must train exactly what `MemAE().fit(...)` trains."""
+    from memae_ts.commands.fit import model_from_args
+    from memae_ts.estimator import MemAE
+
+    args = build_parser().parse_args(["fit", "data.csv"])
+    from_cli = model_from_args(args).get_params()
+    from_api = MemAE().get_params()
+    differing = {k: (from_cli[k], v) for k, v in from_api.items() if k != "verbose" and from_cli[k] != v}
+    assert differing == {}

@@ -6,6 +6,10 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from memae_ts.estimator import MemAE
 
 from memae_ts.commands.common import add_data_options, formatter, parse_duration_seconds
 
@@ -22,6 +26,9 @@ Train on a period of normal operation: every pattern in the training data is lea
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from memae_ts.estimator import MemAE
+
+    D = MemAE().get_params()  # one source of defaults: the CLI follows the Python API
     p = subparsers.add_parser(
         "fit", help="train a model on normal operating data", epilog=EPILOG, formatter_class=formatter()
     )
@@ -29,24 +36,42 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("-o", "--output", help="bundle directory to write (default: <csv name>-model)")
     add_data_options(p, training=True)
     w = p.add_argument_group("windows")
-    w.add_argument("--window", type=int, default=32, help="rows per window (default 32)")
-    w.add_argument("--stride", type=int, default=1, help="rows between training windows (default 1)")
+    w.add_argument("--window", type=int, default=D["window"], help="rows per window (default %(default)s)")
+    w.add_argument(
+        "--stride", type=int, default=D["stride"], help="rows between training windows (default %(default)s)"
+    )
     w.add_argument(
         "--max-gap",
         help="split the series where consecutive timestamps are further apart (seconds or 5min, 2h; "
         "default 3 sampling periods)",
     )
     w.add_argument(
-        "--max-fill", type=int, default=3, help="forward-fill at most this many missing rows (default 3)"
+        "--max-fill",
+        type=int,
+        default=D["max_fill"],
+        help="forward-fill at most this many missing rows (default %(default)s)",
     )
-    w.add_argument("--scaler", choices=["standard", "robust"], default="standard", help="per-sensor scaling")
+    w.add_argument("--scaler", choices=["standard", "robust"], default=D["scaler"], help="per-sensor scaling")
+    w.add_argument(
+        "--min-relative-scale",
+        type=float,
+        default=D["min_relative_scale"],
+        help="floor each sensor's scale at this fraction of its typical level (default %(default)s): "
+        "a change below 1%% of the reading is not evidence by itself",
+    )
     m = p.add_argument_group("model")
-    m.add_argument("--arch", choices=["conv", "mlp"], default="conv", help="1D-conv (default) or MLP")
-    m.add_argument("--channels", type=int, nargs="+", default=[32, 64], help="conv channels per level")
-    m.add_argument("--hidden", type=int, nargs="+", default=[64, 32], help="MLP hidden sizes")
-    m.add_argument("--latent", type=int, default=32, help="latent size C (memory slot width)")
-    m.add_argument("--activation", choices=["relu", "leaky_relu", "tanh"], default="leaky_relu")
-    m.add_argument("--memory-slots", type=int, default=200, help="memory size N (default 200)")
+    m.add_argument(
+        "--arch", choices=["conv", "mlp"], default=D["arch"], help="1D-conv or MLP (default %(default)s)"
+    )
+    m.add_argument(
+        "--channels", type=int, nargs="+", default=list(D["channels"]), help="conv channels per level"
+    )
+    m.add_argument("--hidden", type=int, nargs="+", default=list(D["hidden"]), help="MLP hidden sizes")
+    m.add_argument("--latent", type=int, default=D["latent"], help="latent size C (memory slot width)")
+    m.add_argument("--activation", choices=["relu", "leaky_relu", "tanh"], default=D["activation"])
+    m.add_argument(
+        "--memory-slots", type=int, default=D["memory_slots"], help="memory size N (default %(default)s)"
+    )
     m.add_argument("--no-memory", action="store_true", help="plain autoencoder, no memory")
     m.add_argument(
         "--shrink-threshold", type=float, help="hard-shrinkage λ (default 1/N; 0 turns sparsity off)"
@@ -55,43 +80,60 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     m.add_argument(
         "--addressing",
         choices=["cosine", "dot"],
-        default="cosine",
+        default=D["addressing"],
         help="memory similarity: cosine (paper) or dot (the authors' code)",
     )
     m.add_argument(
         "--temperature",
         type=float,
-        default=0.05,
-        help="softmax temperature on the similarities (default 0.05; see README)",
+        default=D["temperature"],
+        help="softmax temperature on the similarities (default %(default)s; see README)",
     )
     m.add_argument("--learn-temperature", action="store_true", help="learn the temperature")
-    m.add_argument("--entropy-weight", type=float, default=2e-4, help="α, the entropy loss weight")
-    t = p.add_argument_group("training")
-    t.add_argument("--epochs", type=int, default=100, help="maximum epochs (default 100)")
-    t.add_argument("--batch-size", type=int, default=64)
-    t.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    t.add_argument("--patience", type=int, default=10, help="early-stopping patience in epochs")
-    t.add_argument(
-        "--validation-fraction", type=float, default=0.2, help="share held out at the end (default 0.2)"
+    m.add_argument(
+        "--entropy-weight", type=float, default=D["entropy_weight"], help="α, the entropy loss weight"
     )
-    t.add_argument("--seed", type=int, default=0, help="random seed: same seed, same model")
+    t = p.add_argument_group("training")
+    t.add_argument("--epochs", type=int, default=D["epochs"], help="maximum epochs (default %(default)s)")
+    t.add_argument("--batch-size", type=int, default=D["batch_size"])
+    t.add_argument("--lr", type=float, default=D["learning_rate"], help="Adam learning rate")
+    t.add_argument("--patience", type=int, default=D["patience"], help="early-stopping patience in epochs")
+    t.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=D["validation_fraction"],
+        help="share held out at the end (default %(default)s)",
+    )
+    t.add_argument("--seed", type=int, default=D["seed"], help="random seed: same seed, same model")
     t.add_argument("--device", default="auto", help="auto, cpu or cuda")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     c = p.add_argument_group("threshold")
-    c.add_argument("--threshold", choices=["quantile", "pot"], default="quantile", help="calibration rule")
     c.add_argument(
-        "--threshold-quantile", type=float, default=0.995, help="quantile of held-out scores (default 0.995)"
+        "--threshold", choices=["quantile", "pot"], default=D["threshold"], help="calibration rule"
     )
-    c.add_argument("--pot-risk", type=float, default=1e-3, help="POT risk level (default 1e-3)")
+    c.add_argument(
+        "--threshold-quantile",
+        type=float,
+        default=D["threshold_quantile"],
+        help="quantile of held-out scores (default %(default)s)",
+    )
+    c.add_argument(
+        "--pot-risk", type=float, default=D["pot_risk"], help="POT risk level (default %(default)s)"
+    )
+    c.add_argument(
+        "--threshold-margin",
+        type=float,
+        default=D["threshold_margin"],
+        help="multiply the calibrated threshold by this (default %(default)s): held-out data from the "
+        "training period understates later normal variation",
+    )
     p.set_defaults(handler=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from memae_ts.data import load_csv
+def model_from_args(args: argparse.Namespace) -> MemAE:
     from memae_ts.estimator import MemAE
 
-    output = args.output or str(Path(args.csv).with_suffix("")) + "-model"
-    model = MemAE(
+    return MemAE(
         window=args.window,
         stride=args.stride,
         arch=args.arch,
@@ -115,6 +157,8 @@ def run(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         threshold_quantile=args.threshold_quantile,
         pot_risk=args.pot_risk,
+        threshold_margin=args.threshold_margin,
+        min_relative_scale=args.min_relative_scale,
         max_gap=parse_duration_seconds(args.max_gap),
         max_fill=args.max_fill,
         time_column=args.time_column,
@@ -125,6 +169,13 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         verbose=not args.quiet and sys.stderr.isatty(),
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    from memae_ts.data import load_csv
+
+    output = args.output or str(Path(args.csv).with_suffix("")) + "-model"
+    model = model_from_args(args)
     data = load_csv(
         args.csv,
         time_column=args.time_column,
