@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from connectors.processor import ProcessingConfig
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
@@ -83,13 +85,14 @@ class ModelSection:
 
 @dataclass
 class ProcessingSection:
+    # The processor's own defaults, so the config file and the library cannot drift apart.
     batch_size: int = 1000
-    poll_timeout_ms: int = 200
-    top_sensors: int = 3
-    backwards_tolerance_seconds: float = 0.0
-    max_assets: int = 10_000
+    poll_timeout_ms: int = ProcessingConfig.poll_timeout_ms
+    top_sensors: int = ProcessingConfig.top_sensors
+    backwards_tolerance_seconds: float = ProcessingConfig.backwards_tolerance_seconds
+    max_assets: int = ProcessingConfig.max_assets
     max_rewind_messages: int = 100_000
-    flush_timeout_seconds: float = 60.0
+    flush_timeout_seconds: float = ProcessingConfig.flush_timeout_s
 
 
 @dataclass
