@@ -22,7 +22,7 @@ from memae_ts.bundle import Bundle, data_fingerprint, load_bundle, make_bundle, 
 from memae_ts.data import DataWarning, SensorData, frame_to_sensor_data, load_csv
 from memae_ts.errors import DataError, MemaeError, require_torch
 from memae_ts.scaling import Scaler
-from memae_ts.scoring import RowScores, score_rows
+from memae_ts.scoring import RowScores, score_rows, score_windows
 from memae_ts.threshold import calibrate, with_margin
 from memae_ts.windows import default_max_gap_seconds, gather, require_windows, segment, window_ends
 
@@ -246,13 +246,14 @@ class MemAE:
         weights = net.export_tensors()
         provisional = make_bundle(config, weights)
         engine = TorchEngine(provisional, net)
-        val_scores = _score_windows(engine, gather(segments.values, val_ends, self.window))
+        val_scores, _ = score_windows(engine, segments.values, val_ends, self.window)
         threshold = with_margin(
             calibrate(val_scores, self.threshold, self.threshold_quantile, self.pot_risk),
             self.threshold_margin,
         )
         config["threshold"] = threshold.to_config()
-        self._set_fitted(make_bundle(config, weights), TorchEngine(make_bundle(config, weights), net))
+        bundle = make_bundle(config, weights)
+        self._set_fitted(bundle, TorchEngine(bundle, net))
         self.history_ = history
         return self
 
@@ -302,10 +303,6 @@ class MemAE:
         self._check_fitted()
         saved = save_bundle(path, self.bundle_)
         return saved.path
-
-
-def _score_windows(engine: Any, windows: np.ndarray, batch: int = 2048) -> np.ndarray:
-    return np.concatenate([engine.score(windows[i : i + batch])[0] for i in range(0, len(windows), batch)])
 
 
 def _validation_rows(data: SensorData, fraction: float) -> np.ndarray:

@@ -46,6 +46,19 @@ class RowScores:
         return out
 
 
+def score_windows(
+    engine: Any, values: np.ndarray, ends: np.ndarray, window: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scores and contributions of the windows ending at `ends`, gathered a batch at a time so
+    a long file never holds all its windows in memory at once."""
+    scores = np.empty(ends.size)
+    contributions = np.empty((ends.size, values.shape[1]))
+    for start in range(0, ends.size, BATCH_WINDOWS):
+        chunk = slice(start, start + BATCH_WINDOWS)
+        scores[chunk], contributions[chunk] = engine.score(gather(values, ends[chunk], window))
+    return scores, contributions
+
+
 def score_rows(
     engine: Any, data: SensorData, *, max_gap_seconds: float | None, max_fill_rows: int
 ) -> RowScores:
@@ -56,11 +69,7 @@ def score_rows(
     n, s = len(data), len(data.sensors)
     scores = np.full(n, np.nan)
     contributions = np.full((n, s), np.nan)
-    for start in range(0, ends.size, BATCH_WINDOWS):
-        chunk = ends[start : start + BATCH_WINDOWS]
-        batch_scores, batch_contrib = engine.score(gather(segments.values, chunk, window))
-        scores[chunk] = batch_scores
-        contributions[chunk] = batch_contrib
+    scores[ends], contributions[ends] = score_windows(engine, segments.values, ends, window)
     threshold = bundle.threshold
     return RowScores(
         score=scores, normalised=scores / threshold, contributions=contributions, threshold=threshold
