@@ -21,6 +21,9 @@ from memae_ts import __version__
 from memae_ts.bundle import Bundle, data_fingerprint, load_bundle, make_bundle, save_bundle
 from memae_ts.data import DataWarning, SensorData, frame_to_sensor_data, load_csv
 from memae_ts.errors import DataError, MemaeError, require_torch
+from memae_ts.memory_usage import MAX_WINDOWS as MAX_USAGE_WINDOWS
+from memae_ts.memory_usage import collapse_warning
+from memae_ts.memory_usage import measure as measure_memory
 from memae_ts.scaling import Scaler
 from memae_ts.scoring import RowScores, score_rows, score_windows
 from memae_ts.threshold import calibrate, with_margin
@@ -252,6 +255,12 @@ class MemAE:
             self.threshold_margin,
         )
         config["threshold"] = threshold.to_config()
+        usage = measure_memory(engine, gather(segments.values, val_ends[:MAX_USAGE_WINDOWS], self.window))
+        if usage is not None:
+            config["training"]["memory_usage"] = usage
+            message = collapse_warning(usage)
+            if message:
+                warnings.warn(f"{data.source}: {message}", DataWarning, stacklevel=2)
         bundle = make_bundle(config, weights)
         self._set_fitted(bundle, TorchEngine(bundle, net))
         self.history_ = history

@@ -48,6 +48,12 @@ def run(args: argparse.Namespace) -> int:
             f"  memory         {memory['slots']} slots × {memory['dim']}, {memory['addressing']} addressing, "
             f"temperature {memory['temperature']:.4g}, shrink λ {memory['shrink_threshold']:.4g}"
         )
+        usage = training.get("memory_usage")
+        if usage:
+            lines.append(
+                f"  memory use     {usage['slots_used']} of {usage['slots']} slots addressed on held-out "
+                f"windows, {usage['mean_active_per_read']:.1f} active per read"
+            )
     else:
         lines.append("  memory         none (plain autoencoder)")
     if training:
