@@ -36,7 +36,7 @@ from edge_process import EdgeProcess  # noqa: E402
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition  # noqa: E402
 from kafka_service import KafkaBroker, missing_reason  # noqa: E402
 
-from edge.replay import read_messages  # noqa: E402
+from edge.replay import read_messages, replay  # noqa: E402
 
 
 def cli(*args: str) -> None:
@@ -58,14 +58,7 @@ def make_data(work: Path, assets: int, days: float, model: Path | None) -> tuple
 
 def produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]], rate: float = 0.0) -> None:
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, batch_size=256 * 1024)
-    start = time.monotonic()
-    for i, (key, value) in enumerate(messages):
-        if rate:
-            delay = start + i / rate - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-        producer.send(topic, key=key, value=value)
-    producer.flush()
+    replay(messages, producer, topic, rate=rate)
     producer.close()
 
 

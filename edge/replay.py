@@ -11,7 +11,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,12 +74,13 @@ def read_messages(
 
 
 def replay(
-    messages: Iterator[tuple[bytes, bytes]],
+    messages: Iterable[tuple[bytes | None, bytes | None]],
     producer: KafkaProducer,
     topic: str,
     *,
     rate: float = 0.0,
     limit: int | None = None,
+    flush_timeout: float | None = None,
 ) -> int:
     """Send ``messages`` at ``rate`` per second (0 = as fast as possible); returns the count."""
     start = time.monotonic()
@@ -93,7 +94,7 @@ def replay(
                 time.sleep(delay)
         producer.send(topic, key=key, value=value)
         sent += 1
-    producer.flush()
+    producer.flush(timeout=flush_timeout)
     return sent
 
 

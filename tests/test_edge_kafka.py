@@ -23,7 +23,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.partitioner.default import murmur2
 from kafka_service import REPO
 
-from edge.replay import read_messages
+from edge.replay import read_messages, replay
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -69,14 +69,7 @@ Message = tuple[bytes | None, bytes | None]
 def produce(bootstrap: str, topic: str, messages: list[Message], rate: float = 0) -> None:
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5)
     try:
-        start = time.monotonic()
-        for i, (key, value) in enumerate(messages):
-            if rate:
-                delay = start + i / rate - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-            producer.send(topic, key=key, value=value)
-        producer.flush(timeout=120)
+        replay(messages, producer, topic, rate=rate, flush_timeout=120)
     finally:
         producer.close()
 
