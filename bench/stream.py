@@ -12,7 +12,7 @@ What it measures, in one run on this machine (numbers go to the README):
 4. **latency**: readings produced at a steady rate below capacity; p50/p99 from the reading's
    Kafka timestamp to its score record's Kafka timestamp (both set on this host).
 
-Run:  .venv/bin/python bench/stream.py            (about a minute; starts its own broker)
+Run:  .venv/bin/python bench/stream.py            (about two minutes; starts its own broker)
       .venv/bin/python bench/stream.py --assets 16 --days 3 --rate 3000
 Needs `make tools` (Kafka jars). The model is fitted on the fly unless --model is given.
 """
@@ -62,11 +62,11 @@ def produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]], rat
     producer.close()
 
 
-def bare_consumer(bootstrap: str, topic: str, n: int) -> float:
+def bare_consumer(bootstrap: str, topic: str, n: int, batch_size: int) -> float:
     """Readings/s of a consumer group member that only reads (first to last message)."""
     consumer = KafkaConsumer(
         topic, bootstrap_servers=bootstrap, group_id=f"bare-{time.time()}", auto_offset_reset="earliest",
-        enable_auto_commit=False, max_poll_records=500,
+        enable_auto_commit=False, max_poll_records=batch_size,
     )  # fmt: skip
     got, first, last = 0, 0.0, 0.0
     try:
@@ -142,9 +142,9 @@ def run_daemon(work: Path, name: str, bootstrap: str, topic: str, model: Path, b
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--assets", type=int, default=8)
-    ap.add_argument("--days", type=float, default=2.0, help="days of 1-minute data per asset")
+    ap.add_argument("--days", type=float, default=10.0, help="days of 1-minute data per asset")
     ap.add_argument("--partitions", type=int, default=4)
-    ap.add_argument("--batch-size", type=int, default=1000)
+    ap.add_argument("--batch-size", type=int, default=5000, help="the daemon's default")
     ap.add_argument("--rate", type=float, default=2000.0, help="readings/s for the latency run")
     ap.add_argument("--latency-seconds", type=float, default=10.0)
     ap.add_argument("--model", type=Path, default=None)
@@ -173,7 +173,7 @@ def main() -> int:
             broker.create_topic("bench.in", args.partitions)
             produce(broker.bootstrap, "bench.in", messages)
 
-            bare = [bare_consumer(broker.bootstrap, "bench.in", n) for _ in range(2)]
+            bare = [bare_consumer(broker.bootstrap, "bench.in", n, args.batch_size) for _ in range(2)]
             bare_rate = max(bare)
             runs = ", ".join(f"{b:,.0f}" for b in bare)
             print(f"bare kafka-python consumer: {bare_rate:,.0f} readings/s (best of runs: {runs})")
@@ -187,6 +187,10 @@ def main() -> int:
             )
             print(f"ratio daemon / bare consumer: {daemon_rate / bare_rate:.2f} (goal >= 0.7)")
             print(f"engine share of daemon time: {engine / wall:.1%} ({engine:.2f} s in engine.score)")
+            print(
+                f"per reading: bare consumer {1e6 / bare_rate:.1f} us, daemon {1e6 / daemon_rate:.1f} us, "
+                f"of which the engine {engine / scored * 1e6:.1f} us per window (on its own thread)"
+            )
 
             # Latency at a steady rate below capacity.
             broker.create_topic("bench.lat", args.partitions)

@@ -13,11 +13,15 @@ the oldest offset still needed to rebuild every buffer after a restart or rebala
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from connectors.messages import InvalidMessage, Reading
+
+_NO_ENDS = np.empty(0, dtype=np.int64)
 
 
 @dataclass(slots=True)
@@ -25,45 +29,50 @@ class _AssetState:
     window: int
     n_sensors: int
     partition: int = -1
-    # Rows are stored twice (at i and i + window) so the last `window` rows are always one
-    # contiguous slice: no copy until the window is handed to the engine.
-    rows: np.ndarray = field(init=False)
-    offsets: np.ndarray = field(init=False)
-    head: int = 0  # index of the next write in [0, window)
-    count: int = 0  # rows currently in the series (capped at window)
+    # The last rows of the current series (at most window - 1): what the next window needs
+    # besides the rows still to come, and the Kafka offsets they came from.
+    tail: np.ndarray = field(init=False)
+    tail_offsets: np.ndarray = field(init=False)
     last_ts: float | None = None
     last_values: np.ndarray = field(init=False)
     nan_run: np.ndarray = field(init=False)
     in_dropout: bool = False
 
     def __post_init__(self) -> None:
-        self.rows = np.zeros((2 * self.window, self.n_sensors), dtype=np.float32)
-        self.offsets = np.full(2 * self.window, -1, dtype=np.int64)
+        self.reset()
         self.last_values = np.full(self.n_sensors, np.nan)
         self.nan_run = np.zeros(self.n_sensors, dtype=np.int64)
 
     def reset(self) -> None:
-        self.count = 0
+        self.tail = np.empty((0, self.n_sensors), dtype=np.float32)
+        self.tail_offsets = np.empty(0, dtype=np.int64)
 
-    def append(self, row: np.ndarray, offset: int) -> None:
+    def extend(self, rows: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """Append rows of one series; returns the windows ending at each of them that has a
+        full window behind it (those are the last ``len(result)`` rows)."""
         w = self.window
-        self.rows[self.head] = row
-        self.rows[self.head + w] = row
-        self.offsets[self.head] = offset
-        self.offsets[self.head + w] = offset
-        self.head = (self.head + 1) % w
-        self.count = min(self.count + 1, w)
-
-    def window_view(self) -> np.ndarray:
-        return self.rows[self.head : self.head + self.window]
+        full = np.concatenate([self.tail, rows.astype(np.float32, copy=False)])
+        full_offsets = np.concatenate([self.tail_offsets, offsets])
+        start = max(0, len(full) - (w - 1))
+        self.tail = full[start:].copy()  # not a view: it would keep the whole batch alive
+        self.tail_offsets = full_offsets[start:].copy()
+        if len(full) < w:
+            return np.empty((0, w, self.n_sensors), dtype=np.float32)
+        return sliding_window_view(full, w, axis=0).transpose(0, 2, 1)
 
     def oldest_needed_offset(self) -> int | None:
         """Offset of the oldest row a future window still needs (the last window-1 rows)."""
-        keep = min(self.count, self.window - 1)
-        if keep == 0:
-            return None
-        start = self.head + self.window - keep
-        return int(self.offsets[start : start + keep].min())
+        return int(self.tail_offsets.min()) if len(self.tail_offsets) else None
+
+
+@dataclass(slots=True)
+class Extended:
+    """What :meth:`WindowBuffers.extend` made of one asset's rows: the windows ending at rows
+    ``ends`` (positions in the rows given, ascending) and the rows refused, with why."""
+
+    ends: np.ndarray
+    windows: np.ndarray
+    rejected: list[tuple[int, InvalidMessage]]
 
 
 class WindowBuffers:
@@ -93,58 +102,132 @@ class WindowBuffers:
         return len(self._assets)
 
     def push(self, reading: Reading, partition: int, offset: int) -> np.ndarray | None:
-        """Add one reading; returns a view of the full window ending at it, else None.
+        """Add one reading; returns the full window ending at it, else None.
 
-        The view is only valid until the next push for the same asset: copy it (the batcher
-        does) before pushing more. Raises :class:`InvalidMessage` (``time_backwards``) for a
-        reading older than the asset's last one by more than the tolerance (it is not added),
-        and ``bad_asset`` for a new asset beyond ``max_assets``.
+        Raises :class:`InvalidMessage` (``time_backwards``) for a reading older than the
+        asset's last one by more than the tolerance (it is not added), and ``bad_asset`` for a
+        new asset beyond ``max_assets``.
         """
-        state = self._assets.get(reading.asset)
+        result = self.extend(
+            reading.asset,
+            partition,
+            np.array([reading.ts]),
+            reading.values.reshape(1, -1),
+            np.array([offset], dtype=np.int64),
+        )
+        if result.rejected:
+            raise result.rejected[0][1]
+        return result.windows[0] if len(result.ends) else None
+
+    def extend(
+        self, asset: str, partition: int, ts: np.ndarray, values: np.ndarray, offsets: np.ndarray
+    ) -> Extended:
+        """Add rows of one asset in arrival order (``values`` float64, NaN = missing).
+
+        Why one call per asset and batch: the common case (no missing values, time moving
+        forward) becomes a few array operations instead of Python work per row; rows with
+        missing values take the row-by-row path, which owns the forward-fill rules.
+        """
+        n = len(ts)
+        state = self._assets.get(asset)
         if state is None:
             if len(self._assets) >= self.max_assets:
                 # A producer bug (e.g. a timestamp as key) must not exhaust memory or explode
                 # the asset label of the metrics.
-                raise InvalidMessage("bad_asset", f"more than {self.max_assets} assets; raise max_assets")
+                error = InvalidMessage("bad_asset", f"more than {self.max_assets} assets; raise max_assets")
+                return Extended(_NO_ENDS, self._no_windows(), [(i, error) for i in range(n)])
             state = _AssetState(self.window, self.n_sensors)
-            self._assets[reading.asset] = state
+            self._assets[asset] = state
         state.partition = partition
-        if state.last_ts is not None:
-            back = state.last_ts - reading.ts
-            if back > self.backwards_tolerance_seconds:
-                raise InvalidMessage(
-                    "time_backwards",
-                    f"asset {reading.asset!r} went back {back:.3f}s in time",
-                )
-            if self.max_gap_seconds is not None and -back > self.max_gap_seconds:
-                state.reset()
-        state.last_ts = max(reading.ts, state.last_ts) if state.last_ts is not None else reading.ts
 
-        row = reading.values
-        missing = np.isnan(row)
-        if not missing.any():  # the common case: no dropout, nothing to fill
-            if state.in_dropout:
-                state.nan_run[:] = 0
-                state.in_dropout = False
-            state.last_values = row
-            state.append(row, offset)
-            return state.window_view() if state.count >= self.window else None
-        state.in_dropout = True
-        state.nan_run = np.where(missing, state.nan_run + 1, 0)
-        if missing.any():
-            known = ~np.isnan(state.last_values)
-            fillable = missing & (state.nan_run <= self.max_fill_rows) & known
-            if not np.array_equal(fillable, missing):
-                # Not fillable: the series breaks here and restarts at the next complete row.
+        # Newest accepted time before each row. A refused row is older than that by more than
+        # the tolerance, so counting it in the running maximum changes nothing.
+        before = np.empty(n)
+        before[0] = -np.inf if state.last_ts is None else state.last_ts
+        if n > 1:
+            np.maximum(np.maximum.accumulate(ts[:-1]), before[0], out=before[1:])
+        back = before - ts
+        refused = back > self.backwards_tolerance_seconds
+        rejected = [
+            (int(i), InvalidMessage("time_backwards", f"asset {asset!r} went back {back[i]:.3f}s in time"))
+            for i in np.flatnonzero(refused)
+        ]
+        if self.max_gap_seconds is not None:
+            restart = -back > self.max_gap_seconds
+        else:
+            restart = np.zeros(n, dtype=bool)
+        accepted = np.flatnonzero(~refused)
+        if len(accepted) == 0:
+            return Extended(_NO_ENDS, self._no_windows(), rejected)
+        state.last_ts = float(max(before[0], ts[accepted].max()))
+
+        rows = values[accepted]
+        if state.in_dropout or np.isnan(rows).any():
+            ends, windows = self._row_by_row(state, rows, offsets[accepted], restart[accepted])
+        else:
+            ends, windows = self._clean(state, rows, offsets[accepted], restart[accepted])
+        return Extended(accepted[ends], windows, rejected)
+
+    def _clean(
+        self, state: _AssetState, rows: np.ndarray, offsets: np.ndarray, restart: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Rows without missing values: only time gaps split them into series."""
+        bounds = [0, *np.flatnonzero(restart).tolist(), len(rows)]
+        ends: list[np.ndarray] = []
+        windows: list[np.ndarray] = []
+        for start, stop in itertools.pairwise(bounds):
+            if start == stop:
+                continue
+            if restart[start]:
                 state.reset()
-                state.last_values = np.where(missing, state.last_values, row)
-                return None
-            row = np.where(missing, state.last_values, row)
-        state.last_values = row
-        state.append(row, offset)
-        if state.count < self.window:
-            return None
-        return state.window_view()
+            made = state.extend(rows[start:stop], offsets[start:stop])
+            ends.append(np.arange(stop - len(made), stop))
+            windows.append(made)
+        state.last_values = rows[-1].copy()
+        return self._join(ends, windows)
+
+    def _row_by_row(
+        self, state: _AssetState, rows: np.ndarray, offsets: np.ndarray, restart: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The forward-fill rules: a sensor missing for at most ``max_fill_rows`` consecutive
+        rows takes its last value; otherwise the series breaks there and restarts at the next
+        complete row."""
+        ends: list[np.ndarray] = []
+        windows: list[np.ndarray] = []
+        for i, row in enumerate(rows):
+            if restart[i]:
+                state.reset()
+            missing = np.isnan(row)
+            if not missing.any():
+                if state.in_dropout:
+                    state.nan_run[:] = 0
+                    state.in_dropout = False
+            else:
+                state.in_dropout = True
+                state.nan_run = np.where(missing, state.nan_run + 1, 0)
+                known = ~np.isnan(state.last_values)
+                fillable = missing & (state.nan_run <= self.max_fill_rows) & known
+                if not np.array_equal(fillable, missing):
+                    state.reset()
+                    state.last_values = np.where(missing, state.last_values, row)
+                    continue
+                row = np.where(missing, state.last_values, row)
+            state.last_values = row
+            made = state.extend(row.reshape(1, -1), offsets[i : i + 1])
+            if len(made):
+                ends.append(np.array([i]))
+                windows.append(made)
+        return self._join(ends, windows)
+
+    def _join(self, ends: list[np.ndarray], windows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        if not ends:
+            return _NO_ENDS, self._no_windows()
+        if len(ends) == 1:
+            return ends[0], windows[0]
+        return np.concatenate(ends), np.concatenate(windows)
+
+    def _no_windows(self) -> np.ndarray:
+        return np.empty((0, self.window, self.n_sensors), dtype=np.float32)
 
     def assets_in(self, partitions: set[int]) -> list[str]:
         return [a for a, s in self._assets.items() if s.partition in partitions]

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
@@ -75,6 +76,9 @@ class KafkaSource:
             # Notice a topic created (or partitions added) after we joined within 30 s, not 5 min.
             metadata_max_age_ms=30_000,
         )
+        # Metadata first: a member that joins before its metadata names the topic's partitions
+        # is assigned none until the next refresh (up to metadata_max_age_ms later).
+        self.consumer.partitions_for_topic(topic)
         self.consumer.subscribe([topic], listener=_Listener(self))
 
     def poll(self, timeout_ms: int) -> list[ConsumerRecord]:
@@ -91,10 +95,12 @@ class KafkaSource:
             records.extend(batches[tp])
         return records
 
-    def is_history(self, partition: int, offset: int) -> bool:
-        """True for a reading re-read only to rebuild buffers (already scored before)."""
-        until = self.replay_until.get(partition)
-        return until is not None and offset < until
+    def history_mask(self, partitions: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """True for readings re-read only to rebuild buffers (they were scored before)."""
+        mask = np.zeros(len(offsets), dtype=bool)
+        for p, until in self.replay_until.items():
+            mask |= (partitions == p) & (offsets < until)
+        return mask
 
     def commit(self, next_offsets: dict[int, int], rebuild_from: dict[int, int]) -> bool:
         """Commit ``next_offsets`` (last processed + 1) with the rebuild point as metadata.

@@ -16,14 +16,18 @@ carrying a short machine-readable reason that ends up in the dead-letter header 
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import operator
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
+import orjson
 
 # Reasons are a closed set so the metric label stays low-cardinality.
 REASONS = (
@@ -111,55 +115,180 @@ def _asset(key: bytes | None, body_asset: Any) -> str:
     raise InvalidMessage("bad_asset", "no asset in the message and no key")
 
 
+def _loads_lenient(value: bytes) -> Any:
+    """What orjson refuses, the standard library decides: it also reads numbers beyond the
+    float range (as infinity: ``non_numeric``) and ``NaN`` (a missing value)."""
+    try:
+        return json.loads(value)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidMessage("bad_json", str(exc)[:120]) from None
+
+
+# Value types that go straight into a float64 array (None becomes NaN = missing).
+_PLAIN = frozenset({float, int, type(None)})
+
+
+@dataclass(slots=True)
+class ParsedBatch:
+    """The usable readings of a batch as arrays, plus what was wrong with the others.
+
+    ``index[j]`` is the position in the input of the j-th usable reading; ``values`` is float64
+    in the bundle's sensor order (NaN = missing); ``invalid`` lists (input position, error).
+    """
+
+    index: np.ndarray
+    assets: list[str]
+    ts: np.ndarray
+    values: np.ndarray
+    invalid: list[tuple[int, InvalidMessage]]
+
+
 class ReadingParser:
-    """Turns raw Kafka key/value bytes into :class:`Reading` for one bundle's sensor list."""
+    """Turns raw Kafka key/value bytes into readings for one bundle's sensor list.
+
+    Why batches: at stream rates the per-message Python work is the daemon's budget, so the
+    checks run once over a whole poll (one type scan, one array conversion) and only messages
+    that fail them take the slow path that finds out exactly what is wrong.
+    """
 
     def __init__(self, sensors: list[str]) -> None:
         self.sensors = list(sensors)
+        if len(self.sensors) == 1:
+            only = self.sensors[0]
+            self._pick: Any = lambda values: (values[only],)
+        else:
+            self._pick = operator.itemgetter(*self.sensors)
 
     def parse(self, key: bytes | None, value: bytes | None) -> Reading:
-        if value is None:
-            raise InvalidMessage("bad_json", "empty message (tombstone)")
-        try:
-            body = json.loads(value)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InvalidMessage("bad_json", str(exc)[:120]) from None
-        if isinstance(body, list):
-            return self._compact(key, body)
-        if isinstance(body, dict):
-            return self._object(key, body)
-        raise InvalidMessage("bad_json", f"expected an object or array, got {type(body).__name__}")
+        """One message; raises :class:`InvalidMessage` when it cannot be used."""
+        batch = self.parse_batch([key], [value])
+        if batch.invalid:
+            raise batch.invalid[0][1]
+        return Reading(batch.assets[0], float(batch.ts[0]), batch.values[0])
 
-    def _object(self, key: bytes | None, body: dict[str, Any]) -> Reading:
-        asset = _asset(key, body.get("asset"))
-        ts = parse_timestamp(body.get("ts"))
-        values = body.get("values")
-        if not isinstance(values, dict):
-            raise InvalidMessage("missing_sensor", "no 'values' object")
-        try:
-            raw = [values[s] for s in self.sensors]
-        except KeyError as exc:
-            raise InvalidMessage("missing_sensor", f"sensor {exc.args[0]!r} is missing"[:120]) from None
-        if all(type(v) is float or type(v) is int for v in raw):  # fast path: all plain numbers
-            row = np.array(raw, dtype=np.float64)
-            if np.isinf(row).any():
-                raise InvalidMessage("non_numeric", "a sensor value is infinite")
-            return Reading(asset, ts, row)
-        return Reading(asset, ts, np.array([_number(s, v) for s, v in zip(self.sensors, raw, strict=True)]))
+    def parse_batch(self, keys: Sequence[bytes | None], values: Sequence[bytes | None]) -> ParsedBatch:
+        n_values = len(self.sensors)
+        pick = self._pick
+        key_names: dict[bytes | None, str | InvalidMessage] = {}
+        index: list[int] = []
+        assets: list[str] = []
+        raw_ts: list[Any] = []
+        rows: list[Any] = []
+        invalid: list[tuple[int, InvalidMessage]] = []
+        for i, (key, value) in enumerate(zip(keys, values, strict=True)):
+            try:
+                if value is None:
+                    raise InvalidMessage("bad_json", "empty message (tombstone)")
+                try:
+                    body = orjson.loads(value)
+                except orjson.JSONDecodeError:
+                    body = _loads_lenient(value)
+                kind = type(body)
+                if kind is dict:
+                    asset = body.get("asset")
+                    if asset is None or type(asset) is not str or not asset.strip():
+                        asset = _asset(key, asset) if asset is not None else self._key_asset(key, key_names)
+                    sensor_values = body.get("values")
+                    if type(sensor_values) is not dict:
+                        raise InvalidMessage("missing_sensor", "no 'values' object")
+                    try:
+                        row = pick(sensor_values)
+                    except KeyError as exc:
+                        raise InvalidMessage(
+                            "missing_sensor", f"sensor {exc.args[0]!r} is missing"[:120]
+                        ) from None
+                    ts = body.get("ts")
+                elif kind is list:
+                    if len(body) != n_values + 1:
+                        raise InvalidMessage(
+                            "wrong_length",
+                            f"compact form needs [ts, {n_values} values], got {len(body)} items",
+                        )
+                    asset = self._key_asset(key, key_names)
+                    ts = body[0]
+                    row = body[1:]
+                else:
+                    raise InvalidMessage("bad_json", f"expected an object or array, got {kind.__name__}")
+            except InvalidMessage as exc:
+                invalid.append((i, exc))
+                continue
+            index.append(i)
+            assets.append(asset)
+            raw_ts.append(ts)
+            rows.append(row)
+        keep, ts_array, matrix = self._convert(raw_ts, rows, index, invalid)
+        if keep is not None:
+            index = [i for i, k in zip(index, keep, strict=True) if k]
+            assets = [a for a, k in zip(assets, keep, strict=True) if k]
+            ts_array, matrix = ts_array[keep], matrix[keep]
+            invalid.sort(key=lambda item: item[0])
+        return ParsedBatch(np.asarray(index, dtype=np.int64), assets, ts_array, matrix, invalid)
 
-    def _compact(self, key: bytes | None, body: list[Any]) -> Reading:
-        if len(body) != len(self.sensors) + 1:
-            raise InvalidMessage(
-                "wrong_length",
-                f"compact form needs [ts, {len(self.sensors)} values], got {len(body)} items",
-            )
-        asset = _asset(key, None)
-        ts = parse_timestamp(body[0])
-        row = np.array(
-            [_number(s, v) for s, v in zip(self.sensors, body[1:], strict=True)],
-            dtype=np.float64,
-        )
-        return Reading(asset, ts, row)
+    @staticmethod
+    def _key_asset(key: bytes | None, cache: dict[bytes | None, str | InvalidMessage]) -> str:
+        name = cache.get(key)
+        if name is None:
+            try:
+                name = _asset(key, None)
+            except InvalidMessage as exc:
+                name = exc
+            cache[key] = name
+        if isinstance(name, InvalidMessage):
+            raise name
+        return name
+
+    def _convert(
+        self,
+        raw_ts: list[Any],
+        rows: list[Any],
+        index: list[int],
+        invalid: list[tuple[int, InvalidMessage]],
+    ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+        """Timestamps and values to arrays. Returns a keep-mask (None = all good); messages
+        dropped by it are appended to ``invalid``."""
+        n = len(rows)
+        errors: dict[int, InvalidMessage] = {}
+        ts = np.empty(n, dtype=np.float64)
+        if all(type(t) is float or type(t) is int for t in raw_ts):
+            ts[:] = raw_ts
+            for j in np.flatnonzero(~np.isfinite(ts)):
+                errors[int(j)] = InvalidMessage("bad_timestamp", f"not finite: {raw_ts[j]!r}")
+        else:
+            parsed: dict[Any, float | InvalidMessage] = {}  # many assets share one timestamp
+            for j, raw in enumerate(raw_ts):
+                cache_key = raw if type(raw) is str else None
+                value = parsed.get(cache_key) if cache_key is not None else None
+                if value is None:
+                    try:
+                        value = parse_timestamp(raw)
+                    except InvalidMessage as exc:
+                        value = exc
+                    if cache_key is not None:
+                        parsed[cache_key] = value
+                if isinstance(value, InvalidMessage):
+                    errors[j] = value
+                    ts[j] = np.nan
+                else:
+                    ts[j] = value
+        n_values = len(self.sensors)
+        if n and set(map(type, itertools.chain.from_iterable(rows))) <= _PLAIN:
+            matrix = np.array(rows, dtype=np.float64).reshape(n, n_values)
+        else:
+            matrix = np.full((n, n_values), np.nan)
+            for j, row in enumerate(rows):
+                try:
+                    matrix[j] = [_number(s, v) for s, v in zip(self.sensors, row, strict=True)]
+                except InvalidMessage as exc:
+                    errors.setdefault(j, exc)
+        for j in np.flatnonzero(np.isinf(matrix).any(axis=1)):
+            errors.setdefault(int(j), InvalidMessage("non_numeric", "a sensor value is infinite"))
+        if not errors:
+            return None, ts, matrix
+        keep = np.ones(n, dtype=bool)
+        for j, exc in errors.items():
+            keep[j] = False
+            invalid.append((index[j], exc))
+        return keep, ts, matrix
 
 
 def encode_reading_object(asset: str, ts: float | str, values: dict[str, float | None]) -> bytes:
@@ -173,30 +302,75 @@ def encode_reading_compact(ts: float | str, values: list[float | None]) -> bytes
     return json.dumps([ts, *values], allow_nan=False, separators=(",", ":")).encode()
 
 
-@dataclass(frozen=True, slots=True)
-class ScoreRecord:
-    """One score per window end; the output topic value is its JSON encoding."""
+def encode_scores(
+    assets: Sequence[str],
+    ts: np.ndarray,
+    scores: np.ndarray,
+    threshold: float,
+    contributions: np.ndarray,
+    sensors: Sequence[str],
+    model_version: str,
+    top_sensors: int = 3,
+) -> list[bytes]:
+    """The output topic values, one per scored window, in input order.
 
-    asset: str
-    ts: float
-    score: float
-    normalised_score: float
-    is_anomaly: bool
-    top_sensors: list[tuple[str, float]]  # (sensor, share of the score), worst first
-    model_version: str
+    Fields: ``asset``, ``ts`` (as ``memae-ts score`` writes it), ``score``,
+    ``normalised_score`` (score / threshold; 1.0 = alarm), ``is_anomaly``, ``top_sensors``
+    (the sensors with the largest reconstruction error and their share of it, worst first, to
+    4 decimals) and ``model_version``. Scores are written with ``repr`` (exact round trip),
+    non-finite ones as null. One ``%`` format per record over precomputed columns, because
+    the daemon writes one record per reading.
+    """
+    n = len(assets)
+    if n == 0:
+        return []
+    scores = np.asarray(scores, dtype=np.float64)
+    normalised = scores / threshold
+    contributions = np.nan_to_num(np.asarray(contributions, dtype=np.float64), nan=0.0)
+    k = min(top_sensors, len(sensors))
+    top = np.argsort(-contributions, axis=1, kind="stable")[:, :k]
+    totals = contributions.sum(axis=1)
+    totals[~(totals > 0)] = 1.0
+    shares = np.round(np.take_along_axis(contributions, top, axis=1) / totals[:, None], 4)
+    sensor_json = np.array([json.dumps(s) for s in sensors], dtype=object)
+    asset_json = {a: json.dumps(a) for a in set(assets)}
+    columns: list[list[Any]] = [
+        [asset_json[a] for a in assets],
+        format_timestamps(ts),
+        _json_numbers(scores),
+        _json_numbers(normalised),
+        np.where(normalised >= 1.0, "true", "false").tolist(),
+    ]
+    for j in range(k):
+        columns.append(sensor_json[top[:, j]].tolist())
+        columns.append(shares[:, j].tolist())
+    template = (
+        '{"asset":%s,"ts":"%s","score":%s,"normalised_score":%s,"is_anomaly":%s,"top_sensors":['
+        + ",".join(['{"sensor":%s,"share":%.4f}'] * k)
+        + "],"
+        + f'"model_version":{json.dumps(model_version).replace("%", "%%")}}}'
+    )
+    return [(template % row).encode() for row in zip(*columns, strict=True)]
 
-    def to_json(self) -> bytes:
-        # Hand-built (the daemon writes one per window): strings through json.dumps, floats
-        # through repr (exact round trip), non-finite numbers as null.
-        top = ",".join(
-            f'{{"sensor":{json.dumps(s)},"share":{_json_number(round(v, 4))}}}' for s, v in self.top_sensors
-        )
-        return (
-            f'{{"asset":{json.dumps(self.asset)},"ts":"{format_timestamp(self.ts)}",'
-            f'"score":{_json_number(self.score)},"normalised_score":{_json_number(self.normalised_score)},'
-            f'"is_anomaly":{"true" if self.is_anomaly else "false"},"top_sensors":[{top}],'
-            f'"model_version":{json.dumps(self.model_version)}}}'
-        ).encode()
+
+def format_timestamps(ts: np.ndarray) -> list[str]:
+    """:func:`format_timestamp` for a whole array at once."""
+    micros = np.round(np.asarray(ts, dtype=np.float64) * 1_000_000).astype(np.int64)
+    stamps = micros.astype("datetime64[us]")
+    if not (micros % 1_000_000).any():
+        return [t + "Z" for t in np.datetime_as_string(stamps, unit="s").tolist()]
+    seconds = np.datetime_as_string(stamps, unit="s").tolist()
+    fractional = np.datetime_as_string(stamps, unit="us").tolist()
+    return [
+        (f if m % 1_000_000 else s) + "Z"
+        for s, f, m in zip(seconds, fractional, micros.tolist(), strict=True)
+    ]
+
+
+def _json_numbers(values: np.ndarray) -> list[str]:
+    if np.isfinite(values).all():
+        return list(map(repr, values.tolist()))
+    return [_json_number(v) for v in values.tolist()]
 
 
 def _json_number(x: float) -> str:

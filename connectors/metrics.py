@@ -10,17 +10,81 @@ labels that stay low-cardinality (``asset`` is bounded by the plant, ``reason`` 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+import threading
+from collections.abc import Iterable, Sequence
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from connectors.messages import REASONS
 
 # Latency buckets from 1 ms to 30 s: inference is milliseconds, end to end may include
 # a broker outage.
 _LATENCY_BUCKETS = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
 )
+
+
+class BatchHistogram(Collector):
+    """A histogram fed a whole array at a time.
+
+    Why not ``prometheus_client.Histogram``: its ``observe`` takes one value under a lock, and
+    the end-to-end latency has one value per reading (about a microsecond each at stream rates).
+    Exposed exactly like a client histogram: ``_bucket{le}`` (cumulative), ``_count``, ``_sum``.
+    """
+
+    def __init__(
+        self, name: str, documentation: str, buckets: Sequence[float], registry: CollectorRegistry
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self._bounds = np.array([*sorted(buckets), math.inf])
+        self._labels = [floatToGoString(b) for b in self._bounds]
+        self._counts = np.zeros(len(self._bounds), dtype=np.int64)
+        self._sum = 0.0
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def observe_many(self, values: np.ndarray) -> None:
+        values = np.asarray(values, dtype=np.float64)
+        counts = np.bincount(np.searchsorted(self._bounds, values, side="left"), minlength=len(self._bounds))
+        with self._lock:
+            self._counts += counts
+            self._sum += float(values.sum())
+
+    def observe(self, value: float) -> None:
+        self.observe_many(np.array([value]))
+
+    def collect(self) -> Iterable[HistogramMetricFamily]:
+        with self._lock:
+            cumulative = np.cumsum(self._counts).tolist()
+            total = self._sum
+        yield HistogramMetricFamily(
+            self.name,
+            self.documentation,
+            buckets=list(zip(self._labels, cumulative, strict=True)),
+            sum_value=total,
+        )
+
+    def describe(self) -> Iterable[HistogramMetricFamily]:
+        yield HistogramMetricFamily(self.name, self.documentation)
 
 
 class EdgeMetrics:
@@ -93,7 +157,7 @@ class EdgeMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
-        self.end_to_end = Histogram(
+        self.end_to_end = BatchHistogram(
             "memae_ts_end_to_end_latency_seconds",
             "From the reading's Kafka timestamp to its score being acknowledged by the broker.",
             buckets=_LATENCY_BUCKETS,
@@ -106,12 +170,11 @@ class EdgeMetrics:
             registry=r,
         )
         self.commits = Counter(
-            "memae_ts_offset_commits", "Offset commits after the scores were acknowledged.",
+            "memae_ts_offset_commits",
+            "Offset commits after the scores were acknowledged.",
             registry=r,
         )
-        self.model_info = Info(
-            "memae_ts_model", "The model bundle being served.", registry=r
-        )
+        self.model_info = Info("memae_ts_model", "The model bundle being served.", registry=r)
         self.model_reloads = Counter(
             "memae_ts_model_reloads",
             "Model reloads requested with SIGHUP, by result.",
@@ -126,8 +189,7 @@ class EdgeMetrics:
 
     def set_model(self, version: str, sensors: Iterable[str], window: int, engine: str) -> None:
         self.model_info.info(
-            {"version": version, "sensors": ",".join(sensors), "window": str(window),
-             "engine": engine}
+            {"version": version, "sensors": ",".join(sensors), "window": str(window), "engine": engine}
         )
 
     def observe_score(

@@ -12,8 +12,10 @@ A crash anywhere before 3 re-reads the readings and re-scores them (duplicates, 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -22,7 +24,7 @@ import numpy as np
 from connectors.buffers import WindowBuffers
 from connectors.kafka_sink import KafkaSink
 from connectors.kafka_source import KafkaSource
-from connectors.messages import InvalidMessage, ReadingParser, ScoreRecord
+from connectors.messages import ReadingParser, encode_scores
 from connectors.metrics import EdgeMetrics
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,7 @@ class ProcessingConfig:
     max_assets: int = 10_000
     poll_timeout_ms: int = 200
     flush_timeout_s: float = 60.0
+    score_chunk: int = 1024  # windows per engine call; encoding overlaps the next call
 
 
 @dataclass
@@ -70,7 +73,7 @@ class _Pending:
 
     next_offsets: dict[int, int] = field(default_factory=dict)
     readings: int = 0
-    produced_ms: list[int] = field(default_factory=list)  # Kafka timestamps of scored readings
+    produced_ms: list[np.ndarray] = field(default_factory=list)  # Kafka timestamps of scored readings
 
 
 class StreamProcessor:
@@ -91,6 +94,8 @@ class StreamProcessor:
         self._pending = _Pending()
         self._lags_seen: dict[int, int] = {}
         self.engine_seconds = 0.0
+        self._engine_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
+        self._keys: dict[str, bytes] = {}
         self._install(model)
         # The source calls back into us on rebalance, so it is built last.
         self.source: KafkaSource = source_factory(self._on_revoked, self._on_assigned)
@@ -124,76 +129,108 @@ class StreamProcessor:
         return len(records)
 
     def process(self, records: list[Any]) -> None:
-        windows: list[np.ndarray] = []
-        meta: list[tuple[str, float, int]] = []
-        for rec in records:
-            history = self.source.is_history(rec.partition, rec.offset)
-            try:
-                reading = self.parser.parse(rec.key, rec.value)
-                window = self.buffers.push(reading, rec.partition, rec.offset)
-            except InvalidMessage as exc:
-                if not history:  # a re-read invalid message was dead-lettered already
-                    self.metrics.invalid.labels(reason=exc.reason).inc()
-                    self.sink.dead_letter(
-                        rec.key, rec.value, exc.reason, exc.detail,
-                        (rec.topic, rec.partition, rec.offset),
-                    )
-                    self._advance(rec)
-                continue
-            if history:
-                continue
-            self._advance(rec)
-            if window is not None:
-                windows.append(window.copy())
-                meta.append((reading.asset, reading.ts, rec.timestamp))
-        if windows:
-            self._score(np.stack(windows), meta)
+        """Parse, window and score one poll's records; dead-letter what cannot be used.
 
-    def _advance(self, rec: Any) -> None:
-        self._pending.next_offsets[rec.partition] = rec.offset + 1
-        self._pending.readings += 1
-        self.metrics.readings.inc()
+        History records (re-read after a rewind to rebuild windows) refill buffers only: they
+        were scored, dead-lettered and counted before.
+        """
+        n = len(records)
+        parsed = self.parser.parse_batch([r.key for r in records], [r.value for r in records])
+        partitions = np.fromiter((r.partition for r in records), np.int64, n)
+        offsets = np.fromiter((r.offset for r in records), np.int64, n)
+        history = self.source.history_mask(partitions, offsets)
+        invalid = parsed.invalid
+
+        by_asset: dict[str, list[int]] = {}
+        for j, asset in enumerate(parsed.assets):
+            by_asset.setdefault(asset, []).append(j)
+        windows: list[np.ndarray] = []
+        scored: list[np.ndarray] = []  # positions in `parsed` of the readings scored
+        for asset, members in by_asset.items():
+            js = np.asarray(members, dtype=np.int64)
+            rec = parsed.index[js]
+            made = self.buffers.extend(
+                asset, int(partitions[rec[-1]]), parsed.ts[js], parsed.values[js], offsets[rec]
+            )
+            invalid.extend((int(rec[pos]), exc) for pos, exc in made.rejected)
+            if len(made.ends):
+                live = ~history[rec[made.ends]]
+                windows.append(made.windows[live])
+                scored.append(js[made.ends[live]])
+
+        for i, exc in sorted(invalid, key=lambda item: item[0]):
+            if history[i]:
+                continue
+            r = records[i]
+            self.metrics.invalid.labels(reason=exc.reason).inc()
+            self.sink.dead_letter(r.key, r.value, exc.reason, exc.detail, (r.topic, r.partition, r.offset))
+        self._advance(partitions[~history], offsets[~history])
+        order = np.concatenate(scored) if scored else np.empty(0, dtype=np.int64)
+        if len(order):
+            kafka_ms = np.fromiter((records[i].timestamp for i in parsed.index[order]), np.int64, len(order))
+            assets = [parsed.assets[j] for j in order]
+            self._score(np.concatenate(windows), assets, parsed.ts[order], kafka_ms)
+
+    def _advance(self, partitions: np.ndarray, offsets: np.ndarray) -> None:
+        if not len(partitions):
+            return
+        for p in np.unique(partitions).tolist():
+            self._pending.next_offsets[p] = int(offsets[partitions == p].max()) + 1
+        self._pending.readings += len(partitions)
+        self.metrics.readings.inc(len(partitions))
         self.metrics.readings_in_progress.set(self._pending.readings)
 
-    def _score(self, batch: np.ndarray, meta: list[tuple[str, float, int]]) -> None:
+    def _score(self, batch: np.ndarray, assets: list[str], ts: np.ndarray, kafka_ms: np.ndarray) -> None:
+        """Score windows grouped by asset (each group in time order) and publish the records.
+
+        Why chunks on a worker thread: the engine releases the GIL, so chunk i + 1 is scored
+        on the other core while chunk i is encoded and handed to the producer, and the broker
+        already stores chunk i while we work on the next one.
+        """
         model = self.model
+        step = max(1, self.config.score_chunk)
+        bounds = [*range(0, len(assets), step), len(assets)]
+        keys = self._keys
+        all_scores: list[np.ndarray] = []
+        pending = self._engine_thread.submit(self._run_engine, model.engine, batch[: bounds[1]])
+        for lo, hi in itertools.pairwise(bounds):
+            scores, contributions = pending.result()
+            if hi < len(assets):
+                nxt = min(hi + step, len(assets))
+                pending = self._engine_thread.submit(self._run_engine, model.engine, batch[hi:nxt])
+            chunk_assets = assets[lo:hi]
+            values = encode_scores(
+                chunk_assets, ts[lo:hi], scores, model.threshold, contributions, model.sensors,
+                model.version, self.config.top_sensors,
+            )  # fmt: skip
+            self.sink.publish_many(
+                [keys.get(a) or keys.setdefault(a, a.encode()) for a in chunk_assets], values
+            )
+            all_scores.append(scores)
+        self._pending.produced_ms.append(kafka_ms)
+        scores = np.concatenate(all_scores)
+
+        # Gauges show the latest window per asset: one update per asset and batch.
+        normalised = scores / model.threshold
+        anomalous = normalised >= 1.0
+        names = np.array(assets, dtype=object)
+        starts = np.flatnonzero(np.concatenate([[True], names[1:] != names[:-1]]))
+        counts = np.add.reduceat(anomalous.astype(np.int64), starts)
+        lasts = np.append(starts[1:], len(assets)) - 1
+        for last, count in zip(lasts.tolist(), counts.tolist(), strict=True):
+            self.metrics.observe_score(
+                assets[last], float(scores[last]), float(normalised[last]), bool(anomalous[last]), count
+            )
+        self.metrics.windows_scored.inc(len(assets))
+        self.metrics.last_reading.set(float(ts.max()))
+
+    def _run_engine(self, engine: Engine, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         t0 = time.perf_counter()
-        scores, contributions = model.engine.score(batch)
+        scores, contributions = engine.score(windows)
         elapsed = time.perf_counter() - t0
         self.engine_seconds += elapsed
         self.metrics.inference.observe(elapsed)
-        k = min(self.config.top_sensors, len(model.sensors))
-        contributions = np.asarray(contributions, dtype=np.float64)
-        top = np.argsort(-contributions, axis=1, kind="stable")[:, :k]
-        totals = contributions.sum(axis=1)
-        totals[totals == 0] = 1.0
-        inv_threshold = 1.0 / model.threshold
-        latest: dict[str, tuple[float, float, bool]] = {}
-        anomalies: dict[str, int] = {}
-        sensors = model.sensors
-        for i, (asset, ts, produced_ms) in enumerate(meta):
-            score = float(scores[i])
-            normalised = score * inv_threshold
-            anomaly = normalised >= 1.0
-            self.sink.publish(
-                ScoreRecord(
-                    asset=asset,
-                    ts=ts,
-                    score=score,
-                    normalised_score=normalised,
-                    is_anomaly=anomaly,
-                    top_sensors=[(sensors[j], float(contributions[i, j] / totals[i])) for j in top[i]],
-                    model_version=model.version,
-                )
-            )
-            latest[asset] = (score, normalised, anomaly)
-            anomalies[asset] = anomalies.get(asset, 0) + anomaly
-            self._pending.produced_ms.append(produced_ms)
-        # Gauges only show the latest window: one update per asset and batch, not per window.
-        for asset, (score, normalised, anomaly) in latest.items():
-            self.metrics.observe_score(asset, score, normalised, anomaly, anomalies[asset])
-        self.metrics.windows_scored.inc(len(meta))
-        self.metrics.last_reading.set(max(m[1] for m in meta))
+        return np.asarray(scores, dtype=np.float64), np.asarray(contributions)
 
     def checkpoint(self) -> None:
         """Flush the sink (all acks in), then commit offsets. No-op when nothing is pending."""
@@ -202,11 +239,12 @@ class StreamProcessor:
             return
         published = self.sink.flush(self.config.flush_timeout_s)
         now = time.time()
-        for produced_ms in pending.produced_ms:
-            self.metrics.end_to_end.observe(max(0.0, now - produced_ms / 1000.0))
+        if pending.produced_ms:
+            produced = np.concatenate(pending.produced_ms) / 1000.0
+            self.metrics.end_to_end.observe_many(np.maximum(0.0, now - produced))
         stale = self.model.max_gap_seconds
         committed = self.source.commit(pending.next_offsets, self.buffers.rebuild_offsets(stale))
-        self.metrics.scores_published.inc(len(pending.produced_ms))
+        self.metrics.scores_published.inc(sum(len(p) for p in pending.produced_ms))
         self.metrics.readings_in_progress.set(0)
         self._lags_seen.update(pending.next_offsets)
         self.metrics.set_lag(self.source.lags(self._lags_seen))
@@ -254,5 +292,6 @@ class StreamProcessor:
         try:
             self.checkpoint()
         finally:
+            self._engine_thread.shutdown(wait=True)
             self.source.close()
             self.sink.close()

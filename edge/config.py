@@ -86,7 +86,7 @@ class ModelSection:
 @dataclass
 class ProcessingSection:
     # The processor's own defaults, so the config file and the library cannot drift apart.
-    batch_size: int = 1000
+    batch_size: int = 5000
     poll_timeout_ms: int = ProcessingConfig.poll_timeout_ms
     top_sensors: int = ProcessingConfig.top_sensors
     backwards_tolerance_seconds: float = ProcessingConfig.backwards_tolerance_seconds

@@ -82,3 +82,27 @@ def test_the_shipped_example_config_loads():
     cfg = EdgeConfig.load(EXAMPLE, {})
     assert cfg.kafka.security_protocol == "SASL_SSL"
     assert cfg.http.port == 9108
+
+
+def test_the_producer_gets_the_same_security_settings_in_librdkafka_names(tmp_path):
+    from connectors.kafka_sink import producer_config
+
+    cfg = EdgeConfig.load(
+        write(
+            tmp_path,
+            '[kafka]\nbrokers = ["k1:9093", "k2:9093"]\nsecurity_protocol = "SASL_SSL"\n'
+            'sasl_mechanism = "SCRAM-SHA-512"\nsasl_plain_username = "edge"\nssl_cafile = "/etc/ca.pem"\n'
+            "ssl_check_hostname = false\n",
+        ),
+        {"MEMAE_TS_KAFKA_SASL_PLAIN_PASSWORD": "s3cret"},
+    )
+    producer = producer_config(cfg.kafka.client_config())
+    assert producer["bootstrap.servers"] == "k1:9093,k2:9093"
+    assert producer["security.protocol"] == "SASL_SSL"
+    assert producer["sasl.mechanism"] == "SCRAM-SHA-512"
+    assert producer["sasl.username"] == "edge"
+    assert producer["sasl.password"] == "s3cret"
+    assert producer["ssl.ca.location"] == "/etc/ca.pem"
+    assert producer["ssl.endpoint.identification.algorithm"] == "none"
+    with pytest.raises(ValueError, match="sasl_kerberos_service_name"):
+        producer_config({"sasl_kerberos_service_name": "kafka"})

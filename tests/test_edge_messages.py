@@ -12,10 +12,11 @@ from connectors.messages import (
     REASONS,
     InvalidMessage,
     ReadingParser,
-    ScoreRecord,
     encode_reading_compact,
     encode_reading_object,
+    encode_scores,
     format_timestamp,
+    format_timestamps,
     parse_timestamp,
 )
 
@@ -108,14 +109,60 @@ def test_timestamps_are_written_like_memae_ts_score_writes_them():
     assert format_timestamp(T0 + 0.25) == "2026-11-30T04:30:00.250000Z"
 
 
-def test_score_record_json():
-    rec = ScoreRecord("pump-7", T0, 0.5, 1.25, True, [("Temp", 0.61234), ("Flow", 0.2)], "abc123")
-    assert json.loads(rec.to_json()) == {
+def test_timestamps_are_formatted_the_same_one_by_one_and_in_bulk():
+    ts = np.array([T0, T0 + 0.25, T0 + 1e-6, -5.5, 0.0, 4_102_444_800.0])
+    assert format_timestamps(ts) == [format_timestamp(t) for t in ts]
+    assert format_timestamps(np.array([T0, T0 + 60])) == ["2026-11-30T04:30:00Z", "2026-11-30T04:31:00Z"]
+
+
+def test_score_records_json():
+    contributions = np.array([[0.2, 0.61234, 0.18766], [0.0, 0.0, 0.0]])
+    values = encode_scores(
+        ["pump-7", 'odd "name"'], np.array([T0, T0 + 0.5]), np.array([0.5, np.nan]), 0.4,
+        contributions, ["Flow", "Temp", "Pressure"], "abc%s123", top_sensors=2,
+    )  # fmt: skip
+    assert json.loads(values[0]) == {
         "asset": "pump-7",
         "ts": "2026-11-30T04:30:00Z",
         "score": 0.5,
         "normalised_score": 1.25,
         "is_anomaly": True,
         "top_sensors": [{"sensor": "Temp", "share": 0.6123}, {"sensor": "Flow", "share": 0.2}],
-        "model_version": "abc123",
+        "model_version": "abc%s123",
     }
+    second = json.loads(values[1])
+    assert second["asset"] == 'odd "name"' and second["ts"] == "2026-11-30T04:30:00.500000Z"
+    assert second["score"] is None and second["normalised_score"] is None and second["is_anomaly"] is False
+    assert [t["share"] for t in second["top_sensors"]] == [0.0, 0.0]
+    assert b'"share":0.6123}' in values[0]  # 4 decimals, not the full float
+
+
+def test_a_batch_parses_like_its_messages_one_by_one(parser):
+    """Good and bad messages interleaved: the batch keeps every good one in place and gives
+    each bad one the reason the single-message parse gives."""
+    good = [
+        (b"p1", encode_reading_object("p1", T0, {"Pressure": 1, "Temp": 2.5, "Flow": None})),
+        (b"p2", encode_reading_compact(T0 + 60, [1.0, 2.0, 3.0])),
+        (b"p3", b'{"ts": "2026-11-30T04:30:00Z", "values": {"Pressure": 1, "Temp": 2, "Flow": 3}}'),
+        (b"p1", b'{"asset": "p1", "ts": 1796013060, "values": {"Pressure": NaN, "Temp": 1, "Flow": 2}}'),
+    ]
+    bad = [
+        (b"a", b"{not json"),
+        (b"a", b'{"ts": 1, "values": {"Pressure": "1.0", "Temp": 2, "Flow": 3}}'),
+        (b"a", b'{"ts": "yesterday", "values": {"Pressure": 1, "Temp": 2, "Flow": 3}}'),
+        (b"a", b'{"ts": 1, "values": {"Pressure": 1e999, "Temp": 2, "Flow": 3}}'),
+        (None, b"[1, 1, 2, 3]"),
+    ]
+    messages = [good[0], bad[0], good[1], bad[1], bad[2], good[2], bad[3], good[3], bad[4]]
+    batch = parser.parse_batch([k for k, _ in messages], [v for _, v in messages])
+    assert batch.index.tolist() == [0, 2, 5, 7]
+    assert batch.assets == ["p1", "p2", "p3", "p1"]
+    for j, i in enumerate(batch.index):
+        one = parser.parse(*messages[i])
+        assert one.ts == batch.ts[j]
+        np.testing.assert_array_equal(one.values, batch.values[j])
+    assert [i for i, _ in batch.invalid] == [1, 3, 4, 6, 8]
+    for i, error in batch.invalid:
+        with pytest.raises(InvalidMessage) as single:
+            parser.parse(*messages[i])
+        assert error.reason == single.value.reason

@@ -45,8 +45,10 @@ class FakeSource:
     def poll(self, timeout_ms: int) -> list[Msg]:
         return self.batches.pop(0) if self.batches else []
 
-    def is_history(self, partition: int, offset: int) -> bool:
-        return offset < self.replay_until.get(partition, -1)
+    def history_mask(self, partitions: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        return np.array(
+            [o < self.replay_until.get(p, -1) for p, o in zip(partitions, offsets, strict=True)], dtype=bool
+        )
 
     def commit(self, next_offsets: dict[int, int], rebuild_from: dict[int, int]) -> bool:
         self.log.append("commit")
@@ -65,9 +67,9 @@ class FakeSink:
     published: list[dict] = field(default_factory=list)
     dead: list[str] = field(default_factory=list)
 
-    def publish(self, record) -> None:  # type: ignore[no-untyped-def]
-        self.log.append("publish")
-        self.published.append(json.loads(record.to_json()))
+    def publish_many(self, keys: list[bytes], values: list[bytes]) -> None:
+        self.log.append(f"publish {len(values)}")
+        self.published.extend(json.loads(v) for v in values)
 
     def dead_letter(self, key, value, reason, detail, source) -> None:  # type: ignore[no-untyped-def]
         self.log.append("dead_letter")
@@ -97,7 +99,7 @@ def test_scores_are_flushed_before_offsets_are_committed():
     source.batches = [[reading(0, 0, 0), reading(0, 1, 60), broken, reading(0, 3, 120)]]
     proc.step()
     # dead letters as they come, scores once per batch, then all acks, then the commit
-    assert sink.log == ["dead_letter", "publish", "publish", "flush", "commit"]
+    assert sink.log == ["dead_letter", "publish 2", "flush", "commit"]
     assert source.commits == [{0: 4}]
     assert [r["ts"] for r in sink.published] == ["1970-01-01T00:01:00Z", "1970-01-01T00:02:00Z"]
 
