@@ -131,11 +131,13 @@ def input_timestamps(bootstrap: str, topic: str) -> dict[tuple[str, str], int]:
     return out
 
 
-def run_daemon(work: Path, name: str, bootstrap: str, topic: str, model: Path, batch: int) -> EdgeProcess:
+def run_daemon(
+    work: Path, name: str, bootstrap: str, topic: str, model: Path, batch: int, threads: int
+) -> EdgeProcess:
     return EdgeProcess(
         work / name, bootstrap=bootstrap, input_topic=topic, output_topic=f"{topic}.scores",
         dead_letter_topic=f"{topic}.dlq", group=f"{name}-group", model=model, batch_size=batch,
-        client_id=name,
+        client_id=name, extra_env={"MEMAE_TS_MODEL_THREADS": str(threads)},
     )  # fmt: skip
 
 
@@ -148,6 +150,7 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=2000.0, help="readings/s for the latency run")
     ap.add_argument("--latency-seconds", type=float, default=10.0)
     ap.add_argument("--model", type=Path, default=None)
+    ap.add_argument("--engine-threads", type=int, default=1, help="[model] threads of the daemon")
     ap.add_argument("--compact", action="store_true", help="readings in the compact array form")
     args = ap.parse_args()
     reason = missing_reason()
@@ -178,7 +181,10 @@ def main() -> int:
             runs = ", ".join(f"{b:,.0f}" for b in bare)
             print(f"bare kafka-python consumer: {bare_rate:,.0f} readings/s (best of runs: {runs})")
 
-            results = [daemon_run(work, f"edge{i}", broker.bootstrap, model, args.batch_size) for i in (1, 2)]
+            results = [
+                daemon_run(work, f"edge{i}", broker.bootstrap, model, args.batch_size, args.engine_threads)
+                for i in (1, 2)
+            ]
             daemon_rate, wall, engine, scored, engine_name = max(results)
             runs = ", ".join(f"{r[0]:,.0f}" for r in results)
             print(
@@ -194,7 +200,9 @@ def main() -> int:
 
             # Latency at a steady rate below capacity.
             broker.create_topic("bench.lat", args.partitions)
-            daemon = run_daemon(work, "edge-lat", broker.bootstrap, "bench.lat", model, args.batch_size)
+            daemon = run_daemon(
+                work, "edge-lat", broker.bootstrap, "bench.lat", model, args.batch_size, args.engine_threads
+            )
             daemon.start()
             count = min(n, int(args.rate * args.latency_seconds))
             produce(broker.bootstrap, "bench.lat", messages[:count], rate=args.rate)
@@ -214,14 +222,14 @@ def main() -> int:
     return 0
 
 
-def daemon_run(work: Path, name: str, bootstrap: str, model: Path, batch: int) -> tuple:
+def daemon_run(work: Path, name: str, bootstrap: str, model: Path, batch: int, threads: int) -> tuple:
     """One daemon on the backlog of bench.in (own group, own score topic):
     (readings/s, wall seconds, engine seconds, scores, engine name)."""
     topic = "bench.in"
     daemon = EdgeProcess(
         work / name, bootstrap=bootstrap, input_topic=topic, output_topic=f"{name}.scores",
         dead_letter_topic=f"{name}.dlq", group=f"{name}-group", model=model, batch_size=batch,
-        client_id=name,
+        client_id=name, extra_env={"MEMAE_TS_MODEL_THREADS": str(threads)},
     )  # fmt: skip
     daemon.start()
     wait_committed(bootstrap, topic, f"{name}-group")

@@ -73,7 +73,7 @@ def run_edge(args: argparse.Namespace) -> int:
     if args.check:
         from edge.model import load_served_model
 
-        model = load_served_model(config.model.path, config.model.engine)
+        model = load_served_model(config.model.path, config.model.engine, config.model.threads)
         print(f"ok: model {model.version} ({model.engine_name}), {len(model.sensors)} sensors")
         return 0
     from kafka.errors import KafkaError

@@ -81,6 +81,7 @@ class KafkaSection:
 class ModelSection:
     path: str = "/var/lib/memae-ts/model"
     engine: str = "auto"
+    threads: int = 1  # C++ runtime threads per batch; scoring already has its own thread
 
 
 @dataclass
@@ -156,6 +157,8 @@ class EdgeConfig:
             raise ConfigError("kafka.auto_offset_reset must be 'earliest' or 'latest'")
         if self.processing.batch_size < 1:
             raise ConfigError("processing.batch_size must be >= 1")
+        if self.model.threads < 1:
+            raise ConfigError("model.threads must be >= 1")
         if not 0 <= self.http.port < 65536:
             raise ConfigError("http.port out of range")
 

@@ -53,7 +53,7 @@ class EdgeDaemon:
         signal.signal(signal.SIGHUP, self._on_hup)
 
     def _load_model(self) -> ServedModel:
-        model = load_served_model(self.config.model.path, self.config.model.engine)
+        model = load_served_model(self.config.model.path, self.config.model.engine, self.config.model.threads)
         log.info(
             "model loaded",
             extra={

@@ -32,10 +32,10 @@ def _threshold(bundle: Any) -> float:
     return float(value)
 
 
-def load_served_model(bundle_dir: str | Path, engine: str = "auto") -> ServedModel:
+def load_served_model(bundle_dir: str | Path, engine: str = "auto", threads: int = 1) -> ServedModel:
     from memae_ts.engines import load_engine  # core package; imported late for fast --help
 
-    eng = load_engine(str(bundle_dir), engine=engine)
+    eng = load_engine(str(bundle_dir), engine=engine, threads=threads)
     bundle = eng.bundle
     config: dict[str, Any] = dict(getattr(bundle, "config", {}) or {})
     gap = config.get("max_gap_seconds")

@@ -43,7 +43,9 @@ def torch_available() -> bool:
     return True
 
 
-def make_engine(bundle: Bundle, engine: str = "auto") -> Any:
+def make_engine(bundle: Bundle, engine: str = "auto", threads: int = 1) -> Any:
+    """``threads`` splits large batches across threads in the C++ runtime; the torch engine
+    follows ``MEMAE_TS_THREADS`` and the numpy engine its BLAS."""
     if engine not in ENGINES:
         raise MemaeError(f"unknown engine {engine!r}; choose one of {ENGINES}")
     if engine == "auto":
@@ -69,7 +71,7 @@ def make_engine(bundle: Bundle, engine: str = "auto") -> Any:
             raise MemaeError("the C++ runtime is not built in this installation; use --engine numpy")
         from memae_ts.runtime import Runtime
 
-        return Runtime.from_bundle(bundle)
+        return Runtime.from_bundle(bundle, threads=threads)
     try:
         from memae_ts.export_onnx import OnnxEngine
     except ImportError as exc:
@@ -77,5 +79,5 @@ def make_engine(bundle: Bundle, engine: str = "auto") -> Any:
     return OnnxEngine(bundle)
 
 
-def load_engine(path: str | os.PathLike[str], engine: str = "auto") -> Any:
-    return make_engine(load_bundle(path), engine)
+def load_engine(path: str | os.PathLike[str], engine: str = "auto", threads: int = 1) -> Any:
+    return make_engine(load_bundle(path), engine, threads)

@@ -106,3 +106,10 @@ def test_the_producer_gets_the_same_security_settings_in_librdkafka_names(tmp_pa
     assert producer["ssl.endpoint.identification.algorithm"] == "none"
     with pytest.raises(ValueError, match="sasl_kerberos_service_name"):
         producer_config({"sasl_kerberos_service_name": "kafka"})
+
+
+def test_runtime_threads_come_from_the_model_section(tmp_path):
+    cfg = EdgeConfig.load(write(tmp_path, "[model]\nthreads = 2\n"), {})
+    assert cfg.model.threads == 2
+    with pytest.raises(ConfigError, match=r"model\.threads"):
+        EdgeConfig.load(write(tmp_path, "[model]\nthreads = 0\n"), {})
