@@ -8,7 +8,9 @@ What it measures, in one run on this machine (numbers go to the README):
    score (engine) → produce scores (acks=all) → commit. Readings per second from its first
    score to its last commit, and the ratio to (1) (goal ≥ 0.7).
 3. **engine share**: time inside ``engine.score`` (the daemon's
-   ``memae_ts_inference_duration_seconds_sum``) over the daemon's wall time.
+   ``memae_ts_inference_duration_seconds_sum``) over the daemon's wall time; CPU per reading of
+   the consumer, the daemon and the broker (from /proc), and the ceiling they put on any daemon
+   on this machine's cores.
 4. **latency**: readings produced at a steady rate below capacity; p50/p99 from the reading's
    Kafka timestamp to its score record's Kafka timestamp (both set on this host).
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -62,13 +65,15 @@ def produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]], rat
     producer.close()
 
 
-def bare_consumer(bootstrap: str, topic: str, n: int, batch_size: int) -> float:
-    """Readings/s of a consumer group member that only reads (first to last message)."""
+def bare_consumer(bootstrap: str, topic: str, n: int, batch_size: int, broker_pid: int) -> tuple:
+    """(readings/s, own CPU s, broker CPU s) of a consumer group member that only reads
+    (first to last message)."""
     consumer = KafkaConsumer(
         topic, bootstrap_servers=bootstrap, group_id=f"bare-{time.time()}", auto_offset_reset="earliest",
         enable_auto_commit=False, max_poll_records=batch_size,
     )  # fmt: skip
     got, first, last = 0, 0.0, 0.0
+    cpu0, broker0 = time.process_time(), cpu_seconds(broker_pid)
     try:
         while got < n:
             batch = consumer.poll(timeout_ms=1000)
@@ -79,9 +84,16 @@ def bare_consumer(bootstrap: str, topic: str, n: int, batch_size: int) -> float:
             got += count
             last = now
         consumer.commit()
+        cpu, broker_cpu = time.process_time() - cpu0, cpu_seconds(broker_pid) - broker0
     finally:
         consumer.close()
-    return n / (last - first)
+    return n / (last - first), cpu, broker_cpu
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc), e.g. the broker's JVM."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def metric_value(text: str, name: str) -> float:
@@ -176,16 +188,17 @@ def main() -> int:
             broker.create_topic("bench.in", args.partitions)
             produce(broker.bootstrap, "bench.in", messages)
 
-            bare = [bare_consumer(broker.bootstrap, "bench.in", n, args.batch_size) for _ in range(2)]
-            bare_rate = max(bare)
-            runs = ", ".join(f"{b:,.0f}" for b in bare)
+            pid = broker.proc.pid
+            bare = [bare_consumer(broker.bootstrap, "bench.in", n, args.batch_size, pid) for _ in range(2)]
+            bare_rate, bare_cpu, bare_broker_cpu = max(bare)
+            runs = ", ".join(f"{b[0]:,.0f}" for b in bare)
             print(f"bare kafka-python consumer: {bare_rate:,.0f} readings/s (best of runs: {runs})")
 
             results = [
-                daemon_run(work, f"edge{i}", broker.bootstrap, model, args.batch_size, args.engine_threads)
+                daemon_run(work, f"edge{i}", broker, model, args.batch_size, args.engine_threads)
                 for i in (1, 2)
             ]
-            daemon_rate, wall, engine, scored, engine_name = max(results)
+            daemon_rate, wall, engine, scored, engine_name, daemon_cpu, broker_cpu = max(results)
             runs = ", ".join(f"{r[0]:,.0f}" for r in results)
             print(
                 f"edge daemon (engine {engine_name}): {daemon_rate:,.0f} readings/s, {scored} scores "
@@ -193,9 +206,19 @@ def main() -> int:
             )
             print(f"ratio daemon / bare consumer: {daemon_rate / bare_rate:.2f} (goal >= 0.7)")
             print(f"engine share of daemon time: {engine / wall:.1%} ({engine:.2f} s in engine.score)")
+            us = 1e6 / n
             print(
-                f"per reading: bare consumer {1e6 / bare_rate:.1f} us, daemon {1e6 / daemon_rate:.1f} us, "
-                f"of which the engine {engine / scored * 1e6:.1f} us per window (on its own thread)"
+                f"CPU per reading: bare consumer {bare_cpu * us:.1f} us + broker {bare_broker_cpu * us:.1f} "
+                f"us; daemon {daemon_cpu * us:.1f} us (engine {engine * us:.1f}) + broker "
+                f"{broker_cpu * us:.1f} us"
+            )
+            # Reading (as the bare consumer does), the engine and the broker's share are the
+            # least CPU any daemon needs per reading; spread perfectly over all cores:
+            cores = os.cpu_count() or 1
+            ceiling = cores * 1e6 / ((bare_cpu + engine + broker_cpu) * us)
+            print(
+                f"ceiling on {cores} cores for a daemon that only reads, scores and produces: "
+                f"{ceiling:,.0f} readings/s = {ceiling / bare_rate:.2f} of the bare consumer"
             )
 
             # Latency at a steady rate below capacity.
@@ -222,17 +245,23 @@ def main() -> int:
     return 0
 
 
-def daemon_run(work: Path, name: str, bootstrap: str, model: Path, batch: int, threads: int) -> tuple:
-    """One daemon on the backlog of bench.in (own group, own score topic):
-    (readings/s, wall seconds, engine seconds, scores, engine name)."""
+def daemon_run(work: Path, name: str, broker: KafkaBroker, model: Path, batch: int, threads: int) -> tuple:
+    """One daemon on the backlog of bench.in (own group, own score topic): (readings/s, wall
+    seconds, engine seconds, scores, engine name, daemon CPU s, broker CPU s)."""
     topic = "bench.in"
+    bootstrap = broker.bootstrap
+    broker0 = cpu_seconds(broker.proc.pid)
     daemon = EdgeProcess(
         work / name, bootstrap=bootstrap, input_topic=topic, output_topic=f"{name}.scores",
         dead_letter_topic=f"{name}.dlq", group=f"{name}-group", model=model, batch_size=batch,
         client_id=name, extra_env={"MEMAE_TS_MODEL_THREADS": str(threads)},
     )  # fmt: skip
     daemon.start()
+    assert daemon.proc is not None
+    startup_cpu = cpu_seconds(daemon.proc.pid)  # imports, model load: not per reading
     wait_committed(bootstrap, topic, f"{name}-group")
+    daemon_cpu = cpu_seconds(daemon.proc.pid) - startup_cpu
+    broker_cpu = cpu_seconds(broker.proc.pid) - broker0
     metrics = daemon.metrics()
     daemon.stop()
     scores = score_timestamps(bootstrap, f"{name}.scores")
@@ -240,7 +269,7 @@ def daemon_run(work: Path, name: str, bootstrap: str, model: Path, batch: int, t
     wall = metric_value(metrics, "memae_ts_last_processed_timestamp_seconds") - first_score
     rate = metric_value(metrics, "memae_ts_readings_total") / wall
     engine = metric_value(metrics, "memae_ts_inference_duration_seconds_sum")
-    return rate, wall, engine, len(scores), daemon_engine(metrics)
+    return rate, wall, engine, len(scores), daemon_engine(metrics), daemon_cpu, broker_cpu
 
 
 def daemon_engine(metrics: str) -> str:
