@@ -12,10 +12,10 @@ A crash anywhere before 3 re-reads the readings and re-scores them (duplicates, 
 
 from __future__ import annotations
 
-import itertools
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -64,7 +64,18 @@ class ProcessingConfig:
     max_assets: int = 10_000
     poll_timeout_ms: int = 200
     flush_timeout_s: float = 60.0
-    score_chunk: int = 1024  # windows per engine call; encoding overlaps the next call
+    score_chunk: int = 1024  # readings per slice of a poll; one engine call per slice
+
+
+@dataclass
+class _Scoring:
+    """A slice of a poll whose windows are being scored on the engine thread."""
+
+    model: ServedModel
+    result: Future[tuple[np.ndarray, np.ndarray]]
+    assets: list[str]
+    ts: np.ndarray
+    kafka_ms: np.ndarray
 
 
 @dataclass
@@ -131,6 +142,24 @@ class StreamProcessor:
     def process(self, records: list[Any]) -> None:
         """Parse, window and score one poll's records; dead-letter what cannot be used.
 
+        Why slices on two threads: the engine releases the GIL, so while it scores one slice
+        of the poll on the worker thread, this thread parses the next slice and encodes and
+        hands the previous one to the producer (and the broker stores it meanwhile).
+        """
+        step = max(1, self.config.score_chunk)
+        in_flight: deque[_Scoring] = deque()
+        for lo in range(0, len(records), step):
+            scoring = self._prepare(records[lo : lo + step])
+            if scoring is not None:
+                in_flight.append(scoring)
+            while len(in_flight) > 1:
+                self._publish(in_flight.popleft())
+        while in_flight:
+            self._publish(in_flight.popleft())
+
+    def _prepare(self, records: list[Any]) -> _Scoring | None:
+        """Parse and window a slice; dead-letter and count it; start scoring its windows.
+
         History records (re-read after a rewind to rebuild windows) refill buffers only: they
         were scored, dead-lettered and counted before.
         """
@@ -166,10 +195,16 @@ class StreamProcessor:
             self.sink.dead_letter(r.key, r.value, exc.reason, exc.detail, (r.topic, r.partition, r.offset))
         self._advance(partitions[~history], offsets[~history])
         order = np.concatenate(scored) if scored else np.empty(0, dtype=np.int64)
-        if len(order):
-            kafka_ms = np.fromiter((records[i].timestamp for i in parsed.index[order]), np.int64, len(order))
-            assets = [parsed.assets[j] for j in order]
-            self._score(np.concatenate(windows), assets, parsed.ts[order], kafka_ms)
+        if not len(order):
+            return None
+        model = self.model
+        return _Scoring(
+            model=model,
+            result=self._engine_thread.submit(self._run_engine, model.engine, np.concatenate(windows)),
+            assets=[parsed.assets[j] for j in order],
+            ts=parsed.ts[order],
+            kafka_ms=np.fromiter((records[i].timestamp for i in parsed.index[order]), np.int64, len(order)),
+        )
 
     def _advance(self, partitions: np.ndarray, offsets: np.ndarray) -> None:
         if not len(partitions):
@@ -180,37 +215,20 @@ class StreamProcessor:
         self.metrics.readings.inc(len(partitions))
         self.metrics.readings_in_progress.set(self._pending.readings)
 
-    def _score(self, batch: np.ndarray, assets: list[str], ts: np.ndarray, kafka_ms: np.ndarray) -> None:
-        """Score windows grouped by asset (each group in time order) and publish the records.
-
-        Why chunks on a worker thread: the engine releases the GIL, so chunk i + 1 is scored
-        on the other core while chunk i is encoded and handed to the producer, and the broker
-        already stores chunk i while we work on the next one.
-        """
-        model = self.model
-        step = max(1, self.config.score_chunk)
-        bounds = [*range(0, len(assets), step), len(assets)]
+    def _publish(self, scoring: _Scoring) -> None:
+        """Wait for a slice's scores, then hand its records to the producer (windows are
+        grouped by asset, each group in time order)."""
+        model, assets = scoring.model, scoring.assets
+        scores, contributions = scoring.result.result()
+        values = encode_scores(
+            assets, scoring.ts, scores, model.threshold, contributions, model.sensors, model.version,
+            self.config.top_sensors,
+        )  # fmt: skip
         keys = self._keys
-        all_scores: list[np.ndarray] = []
-        pending = self._engine_thread.submit(self._run_engine, model.engine, batch[: bounds[1]])
-        for lo, hi in itertools.pairwise(bounds):
-            scores, contributions = pending.result()
-            if hi < len(assets):
-                nxt = min(hi + step, len(assets))
-                pending = self._engine_thread.submit(self._run_engine, model.engine, batch[hi:nxt])
-            chunk_assets = assets[lo:hi]
-            values = encode_scores(
-                chunk_assets, ts[lo:hi], scores, model.threshold, contributions, model.sensors,
-                model.version, self.config.top_sensors,
-            )  # fmt: skip
-            self.sink.publish_many(
-                [keys.get(a) or keys.setdefault(a, a.encode()) for a in chunk_assets], values
-            )
-            all_scores.append(scores)
-        self._pending.produced_ms.append(kafka_ms)
-        scores = np.concatenate(all_scores)
+        self.sink.publish_many([keys.get(a) or keys.setdefault(a, a.encode()) for a in assets], values)
+        self._pending.produced_ms.append(scoring.kafka_ms)
 
-        # Gauges show the latest window per asset: one update per asset and batch.
+        # Gauges show the latest window per asset: one update per asset and slice.
         normalised = scores / model.threshold
         anomalous = normalised >= 1.0
         names = np.array(assets, dtype=object)
@@ -222,7 +240,7 @@ class StreamProcessor:
                 assets[last], float(scores[last]), float(normalised[last]), bool(anomalous[last]), count
             )
         self.metrics.windows_scored.inc(len(assets))
-        self.metrics.last_reading.set(float(ts.max()))
+        self.metrics.last_reading.set(float(scoring.ts.max()))
 
     def _run_engine(self, engine: Engine, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         t0 = time.perf_counter()
