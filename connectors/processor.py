@@ -148,14 +148,21 @@ class StreamProcessor:
         """
         step = max(1, self.config.score_chunk)
         in_flight: deque[_Scoring] = deque()
-        for lo in range(0, len(records), step):
-            scoring = self._prepare(records[lo : lo + step])
-            if scoring is not None:
-                in_flight.append(scoring)
-            while len(in_flight) > 1:
+        try:
+            for lo in range(0, len(records), step):
+                scoring = self._prepare(records[lo : lo + step])
+                if scoring is not None:
+                    in_flight.append(scoring)
+                while len(in_flight) > 1:
+                    self._publish(in_flight.popleft())
+            while in_flight:
                 self._publish(in_flight.popleft())
-        while in_flight:
-            self._publish(in_flight.popleft())
+        except BaseException:
+            # Offsets of readings whose scores were never produced must not be committed (not
+            # even by the checkpoint of a shutdown): forget everything uncommitted, so it is
+            # read and scored again. Duplicates, never gaps.
+            self._pending = _Pending()
+            raise
 
     def _prepare(self, records: list[Any]) -> _Scoring | None:
         """Parse and window a slice; dead-letter and count it; start scoring its windows.

@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass, field
 
 import numpy as np
+import pytest
 from prometheus_client import CollectorRegistry
 
 from connectors.metrics import EdgeMetrics
@@ -60,6 +61,9 @@ class FakeSource:
     def lags(self, next_offsets: dict[int, int]) -> dict[int, int]:
         return {}
 
+    def close(self) -> None:
+        self.log.append("close")
+
 
 @dataclass
 class FakeSink:
@@ -78,6 +82,9 @@ class FakeSink:
     def flush(self, timeout_s: float = 60.0) -> int:
         self.log.append("flush")
         return 0
+
+    def close(self) -> None:
+        self.log.append("sink close")
 
 
 def reading(p: int, off: int, t: int, v: float = 1.0) -> Msg:
@@ -132,3 +139,31 @@ def test_history_rebuilds_windows_without_scoring_or_committing_again():
     proc.step()
     assert [r["ts"] for r in sink.published] == ["1970-01-01T00:02:00Z"]  # first window, no warm-up
     assert source.commits == [{0: 3}]
+
+
+class BrokenEngine:
+    def score(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raise RuntimeError("engine crashed")
+
+
+def test_a_poll_that_fails_while_scoring_commits_nothing_of_it_even_at_shutdown():
+    proc, source, sink = make()
+    source.batches = [[reading(0, 0, 0), reading(0, 1, 60)], [reading(0, 2, 120), reading(0, 3, 180)]]
+    proc.step()
+    assert source.commits == [{0: 2}]
+    proc.model.engine = BrokenEngine()
+    with pytest.raises(RuntimeError, match="engine crashed"):
+        proc.step()
+    proc.close()  # the shutdown checkpoint must not commit offsets 2 and 3: never scored
+    assert source.commits == [{0: 2}]
+    assert len(sink.published) == 1
+
+
+def test_a_poll_is_scored_in_slices_and_published_in_order():
+    proc, source, sink = make(window=2)
+    proc.config.score_chunk = 3
+    source.batches = [[reading(0, i, 60 * i, v=float(i)) for i in range(10)]]
+    proc.step()
+    assert sink.log == ["publish 2", "publish 3", "publish 3", "publish 1", "flush", "commit"]
+    assert [r["ts"] for r in sink.published] == [f"1970-01-01T00:{i:02d}:00Z" for i in range(1, 10)]
+    assert source.commits == [{0: 10}]
