@@ -60,14 +60,22 @@ class Reading:
     values: np.ndarray
 
 
+# Epoch seconds of 0001-01-01 and 9999-12-31T23:59:59Z: what ISO 8601 can write back.
+EPOCH_MIN, EPOCH_MAX = -62_135_596_800.0, 253_402_300_799.0
+
+
 def parse_timestamp(raw: Any) -> float:
     """ISO 8601 string or epoch seconds -> epoch seconds (UTC)."""
     if isinstance(raw, bool):
         raise InvalidMessage("bad_timestamp", f"not a timestamp: {raw!r}")
     if isinstance(raw, (int, float)):
-        if not math.isfinite(raw):
-            raise InvalidMessage("bad_timestamp", f"not finite: {raw!r}")
-        return float(raw)
+        try:
+            value = float(raw)
+        except OverflowError:
+            value = math.inf
+        if not EPOCH_MIN <= value <= EPOCH_MAX:  # also NaN and infinity
+            raise InvalidMessage("bad_timestamp", f"epoch seconds outside the years 1-9999: {raw!r}"[:120])
+        return value
     if isinstance(raw, str):
         text = raw.strip()
         if text.endswith(("Z", "z")):
@@ -96,9 +104,12 @@ def _number(sensor: str, raw: Any) -> float:
         return math.nan
     if isinstance(raw, bool) or not isinstance(raw, (int, float)):
         raise InvalidMessage("non_numeric", f"sensor {sensor!r} is {raw!r}"[:120])
-    value = float(raw)
+    try:
+        value = float(raw)
+    except OverflowError:
+        value = math.inf
     if math.isinf(value):
-        raise InvalidMessage("non_numeric", f"sensor {sensor!r} is infinite")
+        raise InvalidMessage("non_numeric", f"sensor {sensor!r} is beyond the float range")
     return value
 
 
@@ -249,10 +260,17 @@ class ReadingParser:
         n = len(rows)
         errors: dict[int, InvalidMessage] = {}
         ts = np.empty(n, dtype=np.float64)
-        if all(type(t) is float or type(t) is int for t in raw_ts):
-            ts[:] = raw_ts
-            for j in np.flatnonzero(~np.isfinite(ts)):
-                errors[int(j)] = InvalidMessage("bad_timestamp", f"not finite: {raw_ts[j]!r}")
+        epoch = all(type(t) is float or type(t) is int for t in raw_ts)
+        if epoch:
+            try:
+                ts[:] = raw_ts
+            except OverflowError:  # an integer beyond the float range: found one by one below
+                epoch = False
+        if epoch:
+            for j in np.flatnonzero(~((ts >= EPOCH_MIN) & (ts <= EPOCH_MAX))):
+                errors[int(j)] = InvalidMessage(
+                    "bad_timestamp", f"epoch seconds outside the years 1-9999: {raw_ts[j]!r}"[:120]
+                )
         else:
             parsed: dict[Any, float | InvalidMessage] = {}  # many assets share one timestamp
             for j, raw in enumerate(raw_ts):
@@ -271,9 +289,13 @@ class ReadingParser:
                 else:
                     ts[j] = value
         n_values = len(self.sensors)
+        matrix = None
         if n and set(map(type, itertools.chain.from_iterable(rows))) <= _PLAIN:
-            matrix = np.array(rows, dtype=np.float64).reshape(n, n_values)
-        else:
+            try:
+                matrix = np.array(rows, dtype=np.float64).reshape(n, n_values)
+            except OverflowError:  # an integer beyond the float range: found below
+                pass
+        if matrix is None:
             matrix = np.full((n, n_values), np.nan)
             for j, row in enumerate(rows):
                 try:

@@ -94,6 +94,9 @@ def test_null_is_a_missing_value_not_an_error(parser):
         (b"a", b'{"ts": 1, "values": {"Pressure": true, "Temp": 2, "Flow": 3}}', "non_numeric"),
         (b"a", b'{"ts": 1, "values": {"Pressure": 1e999, "Temp": 2, "Flow": 3}}', "non_numeric"),
         (b"a", b"[1, 1, 2]", "wrong_length"),
+        (b"a", b"[1e300, 1, 2, 3]", "bad_timestamp"),  # beyond what ISO 8601 can write back
+        (b"a", b"[1" + b"0" * 400 + b", 1, 2, 3]", "bad_timestamp"),  # an int no float can hold
+        (b"a", b"[1, 1" + b"0" * 400 + b", 2, 3]", "non_numeric"),
         (b"a", b'[1, 1, 2, "x"]', "non_numeric"),
     ],
 )
