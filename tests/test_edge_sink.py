@@ -1,0 +1,54 @@
+"""The Kafka sink against the real broker: what ``flush`` returns is what the broker holds, and a
+record the broker cannot take stops the commit (``DeliveryFailed``) instead of passing quietly."""
+
+from __future__ import annotations
+
+import pytest
+from edge_process import read_topic
+
+from connectors.kafka_sink import DeliveryFailed, KafkaSink
+
+pytestmark = [pytest.mark.kafka, pytest.mark.timeout(180)]
+
+
+def make_sink(broker, names) -> KafkaSink:  # type: ignore[no-untyped-def]
+    return KafkaSink({"bootstrap_servers": [broker.bootstrap]}, names.output, names.dead_letter)
+
+
+def test_flush_returns_once_the_broker_holds_every_record(kafka_broker, kafka_names):
+    kafka_broker.create_topic(kafka_names.output, partitions=2)
+    sink = make_sink(kafka_broker, kafka_names)
+    try:
+        keys = [f"pump-{i % 3}".encode() for i in range(500)]
+        values = [b'{"n":%d}' % i for i in range(500)]
+        sink.publish_many(keys, values)
+        sink.dead_letter(b"pump-9", b"{not json", "bad_json", "line 1", ("in", 0, 42))
+        assert sink.flush(timeout_s=30) == 501
+        assert sink.flush(timeout_s=30) == 0  # nothing new since
+    finally:
+        sink.close()
+    scores = read_topic(kafka_broker.bootstrap, kafka_names.output, 500, timeout=30)
+    assert sorted((r.key, r.value) for r in scores) == sorted(zip(keys, values, strict=True))
+    for key in set(keys):  # one asset, one partition, in order
+        mine = [r for r in scores if r.key == key]
+        assert len({r.partition for r in mine}) == 1
+        assert [r.value for r in sorted(mine, key=lambda r: r.offset)] == [
+            v for k, v in zip(keys, values, strict=True) if k == key
+        ]
+    (dead,) = read_topic(kafka_broker.bootstrap, kafka_names.dead_letter, 1, timeout=30)
+    assert (dead.key, dead.value) == (b"pump-9", b"{not json")
+    assert dead.headers["reason"] == b"bad_json" and dead.headers["source_offset"] == b"42"
+
+
+def test_flush_raises_when_the_broker_cannot_acknowledge(kafka_broker, kafka_names):
+    kafka_broker.create_topic(kafka_names.output, partitions=1)
+    sink = make_sink(kafka_broker, kafka_names)
+    sink.warm_up()
+    kafka_broker.stop()
+    try:
+        sink.publish_many([b"pump-1"], [b'{"n":1}'])
+        with pytest.raises(DeliveryFailed, match="not acknowledged"):
+            sink.flush(timeout_s=3)
+        sink.close(timeout_s=0.5)
+    finally:
+        kafka_broker.start()
