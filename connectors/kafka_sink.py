@@ -58,6 +58,10 @@ def producer_config(client_config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# A dead letter keeps at most this much of the original value (the producer's limit is 1 MB).
+DEAD_LETTER_MAX_VALUE = 512 * 1024
+
+
 class DeliveryFailed(RuntimeError):
     """The broker did not acknowledge a produced record; offsets must not be committed."""
 
@@ -150,11 +154,24 @@ class KafkaSink:
             ("source_offset", str(offset).encode()),
         ]
         try:
-            self.producer.produce(self.dead_letter_topic, value, key, headers=headers)
-        except BufferError:
-            self.producer.poll(1.0)
-            self.producer.produce(self.dead_letter_topic, value, key, headers=headers)
+            self._produce(self.dead_letter_topic, key, value, headers)
+        except KafkaException as exc:
+            if value is None or exc.args[0].code() != KafkaError.MSG_SIZE_TOO_LARGE:
+                raise
+            # Too large with our headers (the input was near the size limit). The original
+            # stays in the input topic, where the source_* headers point; keep what fits.
+            headers.append(("truncated_from_bytes", str(len(value)).encode()))
+            self._produce(self.dead_letter_topic, key, value[:DEAD_LETTER_MAX_VALUE], headers)
         self._sent += 1
+
+    def _produce(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> None:
+        try:
+            self.producer.produce(topic, value, key, headers=headers)
+        except BufferError:  # local queue full: let librdkafka send, then retry once
+            self.producer.poll(1.0)
+            self.producer.produce(topic, value, key, headers=headers)
 
     def flush(self, timeout_s: float = 60.0) -> int:
         """Block until every record sent so far is acknowledged; returns how many were.

@@ -52,3 +52,18 @@ def test_flush_raises_when_the_broker_cannot_acknowledge(kafka_broker, kafka_nam
         sink.close(timeout_s=0.5)
     finally:
         kafka_broker.start()
+
+
+def test_a_dead_letter_too_large_for_the_producer_is_cut_not_fatal(kafka_broker, kafka_names):
+    kafka_broker.create_topic(kafka_names.dead_letter, partitions=1)
+    sink = make_sink(kafka_broker, kafka_names)
+    huge = b"[" + b"1," * 499_990 + b"1]"  # just under 1 MB: fits the input topic, not with headers
+    try:
+        sink.dead_letter(b"pump-1", huge, "wrong_length", "x" * 400, ("in", 3, 7))
+        assert sink.flush(timeout_s=30) == 1
+    finally:
+        sink.close()
+    (dead,) = read_topic(kafka_broker.bootstrap, kafka_names.dead_letter, 1, timeout=30)
+    assert dead.value == huge[: len(dead.value)] and 0 < len(dead.value) < len(huge)
+    assert dead.headers["truncated_from_bytes"] == str(len(huge)).encode()
+    assert dead.headers["source_partition"] == b"3" and dead.headers["source_offset"] == b"7"
