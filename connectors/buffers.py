@@ -129,6 +129,8 @@ class WindowBuffers:
         missing values take the row-by-row path, which owns the forward-fill rules.
         """
         n = len(ts)
+        if n == 0:
+            return Extended(_NO_ENDS, self._no_windows(), [])
         state = self._assets.get(asset)
         if state is None:
             if len(self._assets) >= self.max_assets:
