@@ -20,7 +20,6 @@ import itertools
 import json
 import math
 import operator
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -74,7 +73,7 @@ def parse_timestamp(raw: Any) -> float:
         except OverflowError:
             value = math.inf
         if not EPOCH_MIN <= value <= EPOCH_MAX:  # also NaN and infinity
-            raise InvalidMessage("bad_timestamp", f"epoch seconds outside the years 1-9999: {raw!r}"[:120])
+            raise _epoch_out_of_range(raw)
         return value
     if isinstance(raw, str):
         text = raw.strip()
@@ -90,13 +89,14 @@ def parse_timestamp(raw: Any) -> float:
     raise InvalidMessage("bad_timestamp", f"missing or not a timestamp: {raw!r}"[:120])
 
 
+def _epoch_out_of_range(raw: float) -> InvalidMessage:
+    return InvalidMessage("bad_timestamp", f"epoch seconds outside the years 1-9999: {raw!r}"[:120])
+
+
 def format_timestamp(ts: float) -> str:
     """Epoch seconds -> ISO 8601 UTC with ``Z``, as ``memae-ts score`` writes it (microseconds
     only when present)."""
-    micros = round(ts * 1_000_000)
-    seconds, frac = divmod(micros, 1_000_000)
-    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-    return f"{text}.{frac:06d}Z" if frac else f"{text}Z"
+    return format_timestamps(np.array([ts]))[0]
 
 
 def _number(sensor: str, raw: Any) -> float:
@@ -268,9 +268,7 @@ class ReadingParser:
                 epoch = False
         if epoch:
             for j in np.flatnonzero(~((ts >= EPOCH_MIN) & (ts <= EPOCH_MAX))):
-                errors[int(j)] = InvalidMessage(
-                    "bad_timestamp", f"epoch seconds outside the years 1-9999: {raw_ts[j]!r}"[:120]
-                )
+                errors[int(j)] = _epoch_out_of_range(raw_ts[j])
         else:
             parsed: dict[Any, float | InvalidMessage] = {}  # many assets share one timestamp
             for j, raw in enumerate(raw_ts):
@@ -314,14 +312,15 @@ class ReadingParser:
 
 
 def encode_reading_object(asset: str, ts: float | str, values: dict[str, float | None]) -> bytes:
-    """The JSON object form (used by ``memae-ts replay``)."""
+    """The JSON object form (what ``memae-ts replay`` sends). ``None`` is a missing value; an
+    infinite one is written as JSON's ``Infinity`` extension and dead-lettered by the daemon."""
     t = ts if isinstance(ts, str) else format_timestamp(ts)
-    return json.dumps({"asset": asset, "ts": t, "values": values}, allow_nan=False).encode()
+    return json.dumps({"asset": asset, "ts": t, "values": values}, separators=(",", ":")).encode()
 
 
 def encode_reading_compact(ts: float | str, values: list[float | None]) -> bytes:
     """The compact array form ``[ts, v0, v1, ...]`` in bundle sensor order."""
-    return json.dumps([ts, *values], allow_nan=False, separators=(",", ":")).encode()
+    return json.dumps([ts, *values], separators=(",", ":")).encode()
 
 
 def encode_scores(

@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 from kafka import KafkaProducer
 
+from connectors.messages import encode_reading_compact, encode_reading_object
+
 log = logging.getLogger(__name__)
 
 TIME_COLUMNS = ("timestamp", "datetime", "time", "date", "ts")
@@ -53,9 +55,7 @@ def read_messages(
         asset_column = "asset"
     if sensors is None:
         skip = {time_column, asset_column, "anomaly", "label", "changepoint"}
-        sensors = [
-            c for c in frame.columns if c not in skip and pd.api.types.is_numeric_dtype(frame[c])
-        ]
+        sensors = [c for c in frame.columns if c not in skip and pd.api.types.is_numeric_dtype(frame[c])]
     if compact and not sensors:
         raise ValueError("compact form needs the sensor order (--model)")
     times = _iso(frame[time_column])
@@ -64,13 +64,10 @@ def read_messages(
     for i in range(len(frame)):
         row: list[float | None] = [None if math.isnan(v) else float(v) for v in values[i]]
         if compact:
-            value = json.dumps([times[i], *row], separators=(",", ":"))
+            value = encode_reading_compact(times[i], row)
         else:
-            value = json.dumps(
-                {"asset": assets[i], "ts": times[i], "values": dict(zip(sensors, row, strict=True))},
-                separators=(",", ":"),
-            )
-        yield assets[i].encode(), value.encode()
+            value = encode_reading_object(assets[i], times[i], dict(zip(sensors, row, strict=True)))
+        yield assets[i].encode(), value
 
 
 def replay(
