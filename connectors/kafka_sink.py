@@ -129,10 +129,9 @@ class KafkaSink:
         topic = self.topic
         for key, value in zip(keys, values, strict=True):
             try:
-                produce(topic, value, key)
-            except BufferError:  # local queue full: let librdkafka send, then retry once
-                self.producer.poll(1.0)
-                produce(topic, value, key)
+                produce(topic, value, key)  # the common case, without the call to _produce
+            except BufferError:
+                self._produce(topic, key, value, None)
         self._sent += len(values)
         self.producer.poll(0)
 
@@ -165,7 +164,7 @@ class KafkaSink:
         self._sent += 1
 
     def _produce(
-        self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
+        self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]] | None
     ) -> None:
         try:
             self.producer.produce(topic, value, key, headers=headers)
