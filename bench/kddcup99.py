@@ -48,6 +48,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
+from bench.run_options import add_run_options, apply_run_options  # noqa: E402
 from memae_ts.metrics import average_precision, evaluate, roc_auc  # noqa: E402
 
 DEFAULT_DATA = os.path.join(REPO, "..", "shared", "data", "kddcup99", "kdd_cup.npz")
@@ -174,13 +175,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--latent", type=int, default=3)
     parser.add_argument("--subsample", type=float, default=1.0, help="fraction of rows (smoke tests)")
     parser.add_argument("--json-out", default=None)
-    parser.add_argument(
-        "--threads", type=int, default=1, help="torch threads (1 is fastest on a shared machine)"
-    )
-    parser.add_argument("-v", "--verbose", action="store_true")
+    add_run_options(parser)
     args = parser.parse_args(argv)
-    os.environ["MEMAE_TS_THREADS"] = str(args.threads)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    apply_run_options(args)
 
     path = os.path.normpath(args.data)
     if not os.path.exists(path):

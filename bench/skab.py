@@ -43,6 +43,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
+from bench.run_options import add_run_options, apply_run_options  # noqa: E402
 from memae_ts.data import DataWarning  # noqa: E402
 from memae_ts.estimator import MemAE  # noqa: E402
 from memae_ts.metrics import evaluate  # noqa: E402
@@ -201,13 +202,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-anomaly-free", action="store_true", help="skip the anomaly-free setting")
     parser.add_argument("--scores-out", default=None, help="save per-file scores (.npz) for plots")
     parser.add_argument("--json-out", default=None, help="write the results as JSON")
-    parser.add_argument(
-        "--threads", type=int, default=1, help="torch threads (1 is fastest on a shared machine)"
-    )
-    parser.add_argument("-v", "--verbose", action="store_true")
+    add_run_options(parser)
     args = parser.parse_args(argv)
-    os.environ["MEMAE_TS_THREADS"] = str(args.threads)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    apply_run_options(args)
 
     root = os.path.normpath(args.data)
     if not os.path.isdir(os.path.join(root, "valve1")):

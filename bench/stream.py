@@ -144,11 +144,12 @@ def input_timestamps(bootstrap: str, topic: str) -> dict[tuple[str, str], int]:
 
 
 def run_daemon(
-    work: Path, name: str, bootstrap: str, topic: str, model: Path, batch: int, threads: int
+    work: Path, name: str, bootstrap: str, topic: str, model: Path, batch: int, threads: int, out: str
 ) -> EdgeProcess:
+    """A daemon in its own group reading ``topic``, writing ``{out}.scores`` and ``{out}.dlq``."""
     return EdgeProcess(
-        work / name, bootstrap=bootstrap, input_topic=topic, output_topic=f"{topic}.scores",
-        dead_letter_topic=f"{topic}.dlq", group=f"{name}-group", model=model, batch_size=batch,
+        work / name, bootstrap=bootstrap, input_topic=topic, output_topic=f"{out}.scores",
+        dead_letter_topic=f"{out}.dlq", group=f"{name}-group", model=model, batch_size=batch,
         client_id=name, extra_env={"MEMAE_TS_MODEL_THREADS": str(threads)},
     )  # fmt: skip
 
@@ -229,8 +230,9 @@ def main() -> int:
             # Latency at a steady rate below capacity.
             broker.create_topic("bench.lat", args.partitions)
             daemon = run_daemon(
-                work, "edge-lat", broker.bootstrap, "bench.lat", model, args.batch_size, args.engine_threads
-            )
+                work, "edge-lat", broker.bootstrap, "bench.lat", model, args.batch_size,
+                args.engine_threads, out="bench.lat",
+            )  # fmt: skip
             daemon.start()
             count = min(n, int(args.rate * args.latency_seconds))
             produce(broker.bootstrap, "bench.lat", messages[:count], rate=args.rate)
@@ -256,11 +258,7 @@ def daemon_run(work: Path, name: str, broker: KafkaBroker, model: Path, batch: i
     topic = "bench.in"
     bootstrap = broker.bootstrap
     broker0 = cpu_seconds(broker.proc.pid)
-    daemon = EdgeProcess(
-        work / name, bootstrap=bootstrap, input_topic=topic, output_topic=f"{name}.scores",
-        dead_letter_topic=f"{name}.dlq", group=f"{name}-group", model=model, batch_size=batch,
-        client_id=name, extra_env={"MEMAE_TS_MODEL_THREADS": str(threads)},
-    )  # fmt: skip
+    daemon = run_daemon(work, name, bootstrap, topic, model, batch, threads, out=name)
     daemon.start()
     assert daemon.proc is not None
     startup_cpu = cpu_seconds(daemon.proc.pid)  # imports, model load: not per reading
