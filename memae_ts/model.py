@@ -161,27 +161,18 @@ def _export_layers(sequential: nn.Sequential, prefix: str) -> list[dict[str, Any
     layers: list[dict[str, Any]] = []
     for index, module in enumerate(sequential):
         name = f"{prefix}.{index}"
-        if isinstance(module, nn.Conv1d):
-            layers.append(
-                {
-                    "op": "conv1d",
-                    "weight": f"{name}.weight",
-                    "bias": f"{name}.bias",
-                    "stride": module.stride[0],
-                    "padding": module.padding[0],  # type: ignore[index]
-                }
-            )
-        elif isinstance(module, nn.ConvTranspose1d):
-            layers.append(
-                {
-                    "op": "conv_transpose1d",
-                    "weight": f"{name}.weight",
-                    "bias": f"{name}.bias",
-                    "stride": module.stride[0],
-                    "padding": module.padding[0],  # type: ignore[index]
-                    "output_padding": module.output_padding[0],
-                }
-            )
+        if isinstance(module, (nn.Conv1d, nn.ConvTranspose1d)):
+            transposed = isinstance(module, nn.ConvTranspose1d)
+            layer = {
+                "op": "conv_transpose1d" if transposed else "conv1d",
+                "weight": f"{name}.weight",
+                "bias": f"{name}.bias",
+                "stride": module.stride[0],
+                "padding": module.padding[0],  # type: ignore[index]
+            }
+            if transposed:
+                layer["output_padding"] = module.output_padding[0]
+            layers.append(layer)
         elif isinstance(module, nn.Linear):
             layers.append({"op": "linear", "weight": f"{name}.weight", "bias": f"{name}.bias"})
         elif isinstance(module, nn.ReLU):

@@ -165,15 +165,18 @@ def test_runtime_and_onnx_match_torch_on_the_trainers_network(arch: str, tmp_pat
     _check_against_torch(path, {b: random_windows(config, b, seed=b) for b in BATCHES})
 
 
-def test_runtime_and_onnx_match_torch_on_a_trained_model(tiny_model_dir: Path) -> None:
-    bundle = load_bundle(tiny_model_dir)
-    rng = np.random.default_rng(0)
+def _windows_like_training(bundle: Any, seed: int) -> dict[int, np.ndarray]:
+    """Per batch size, windows drawn around the bundle's own scaler (raw units)."""
+    rng = np.random.default_rng(seed)
     center, scale = bundle.scaler.center, bundle.scaler.scale
-    windows = {
+    return {
         b: (center + scale * rng.standard_normal((b, bundle.window, len(bundle.sensors)))).astype(np.float32)
         for b in BATCHES
     }
-    _check_against_torch(tiny_model_dir, windows)
+
+
+def test_runtime_and_onnx_match_torch_on_a_trained_model(tiny_model_dir: Path) -> None:
+    _check_against_torch(tiny_model_dir, _windows_like_training(load_bundle(tiny_model_dir), seed=0))
 
 
 @pytest.fixture(scope="module")
@@ -193,10 +196,4 @@ def tiny_mlp_model_dir(plant_csvs: tuple[Path, Path], tmp_path_factory: pytest.T
 def test_runtime_and_onnx_match_torch_on_a_trained_mlp(tiny_mlp_model_dir: Path) -> None:
     bundle = load_bundle(tiny_mlp_model_dir)
     assert bundle.network["kind"] == "mlp"
-    rng = np.random.default_rng(1)
-    center, scale = bundle.scaler.center, bundle.scaler.scale
-    windows = {
-        b: (center + scale * rng.standard_normal((b, bundle.window, len(bundle.sensors)))).astype(np.float32)
-        for b in BATCHES
-    }
-    _check_against_torch(tiny_mlp_model_dir, windows)
+    _check_against_torch(tiny_mlp_model_dir, _windows_like_training(bundle, seed=1))
