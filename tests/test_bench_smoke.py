@@ -100,3 +100,52 @@ def test_kdd_script_skips_cleanly_without_data(tmp_path: Path, capsys: pytest.Ca
 
     assert kddcup99.main(["--data", os.fspath(tmp_path / "missing.npz")]) == 0
     assert "not found" in capsys.readouterr().err
+
+
+def test_conv_ae_rules_read_the_windows_as_the_leaderboard_notebook() -> None:
+    from bench.skab_conv_ae import WINDOW, persistence_rules
+
+    # 400 windows over 459 rows; windows 100..200 are above the UCL (window w covers w .. w+59).
+    above = np.zeros(400, dtype=bool)
+    above[100:201] = True
+    notebook, causal = persistence_rules(above, 400 + WINDOW - 1)
+    # Notebook: row i needs windows i-59 .. i-1 above, i.e. 100 <= i-59 and i-1 <= 200.
+    assert np.flatnonzero(notebook).tolist() == list(range(159, 202))
+    # Streaming: the 59 windows ending at rows r-58 .. r (windows r-117 .. r-59) all above.
+    assert np.flatnonzero(causal).tolist() == list(range(217, 260))
+    # A gap of one window breaks both; the notebook never flags its last 59 windows' rows.
+    above[150] = False
+    notebook, causal = persistence_rules(above, 459)
+    assert not notebook.any() and not causal.any()
+    tail = np.ones(400, dtype=bool)
+    notebook, causal = persistence_rules(tail, 459)
+    assert np.flatnonzero(notebook).tolist() == list(range(59, 341))
+    assert np.flatnonzero(causal).tolist() == list(range(117, 459))
+
+
+@pytest.mark.skipif(not (SKAB / "valve1" / "0.csv").exists(), reason=f"SKAB data absent at {SKAB}")
+def test_conv_ae_reference_runs_one_file(tmp_path: Path) -> None:
+    from bench import skab_conv_ae
+
+    out = tmp_path / "conv_ae.json"
+    code = skab_conv_ae.main(["--data", str(SKAB), "--files", "valve1/0.csv", "--json-out", str(out)])
+    assert code == 0
+    rows = {(r["rule"], r["first_row"]): r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {(rule, first) for rule in ("notebook", "causal", "score") for first in (0, 400)}
+    assert rows["notebook", 0]["n_rows"] == 1147 and rows["notebook", 400]["n_rows"] == 747
+    # Same model, same anomalies: counting the training rows adds true negatives only here.
+    for rule in ("notebook", "causal", "score"):
+        assert rows[rule, 0]["tp"] == rows[rule, 400]["tp"]
+        assert rows[rule, 0]["tn"] > rows[rule, 400]["tn"]
+    # The detector finds the fault: the published rule flags labelled rows far above chance.
+    notebook = rows["notebook", 400]
+    assert notebook["precision"] > 0.8 and notebook["recall"] > 0.5
+
+
+def test_conv_ae_script_skips_cleanly_without_data(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bench import skab_conv_ae
+
+    assert skab_conv_ae.main(["--data", str(tmp_path / "nowhere")]) == 0
+    assert "not found" in capsys.readouterr().err
