@@ -43,8 +43,11 @@ def test_skab_smoke_one_file_beats_chance(tmp_path: Path) -> None:
     )  # fmt: skip
     assert code == 0
     result = json.loads(out.read_text())
-    (name, metrics, _seconds), (whole_name, whole, _) = result["rows"]
-    assert name.startswith("memae") and "whole" in whole_name
+    (name, metrics, _seconds), (whole_name, whole, _), (ahead_name, ahead, _) = result["rows"]
+    assert name.startswith("memae") and "whole" in whole_name and "looks ahead" in ahead_name
+    # Waiting for every covering window can only remove alarms.
+    assert ahead["n_rows"] == metrics["n_rows"]
+    assert ahead["tp"] + ahead["fp"] <= metrics["tp"] + metrics["fp"]
     assert whole["n_rows"] == 1147
     # The leaderboard protocol: every test row (file rows 400 onward) is counted.
     assert metrics["n_rows"] == 1147 - skab.TRAIN_ROWS
@@ -54,6 +57,18 @@ def test_skab_smoke_one_file_beats_chance(tmp_path: Path) -> None:
     assert 0.0 <= metrics["f1"] <= 1.0
     saved = np.load(scores)
     assert saved["memae/valve1/0.csv"].shape == (1147,)
+
+
+def test_every_covering_window_is_the_lowest_score_of_the_windows_containing_the_row() -> None:
+    from bench.skab import every_covering_window
+
+    # Score at row t = the window ending at row t (window 3 covers rows t-2 .. t).
+    scores = np.array([np.nan, np.nan, 2.0, 3.0, 0.5, 4.0, 5.0, 6.0, 1.5])
+    got = every_covering_window(scores, 3)
+    # Row 2 lies in the windows ending at rows 2, 3, 4; rows 0-1 lack one (warm-up), rows 7-8
+    # lack one (end of file).
+    np.testing.assert_array_equal(got, [np.nan, np.nan, 0.5, 0.5, 0.5, 4.0, 1.5, np.nan, np.nan])
+    assert np.isnan(every_covering_window(np.ones(2), 3)).all()
 
 
 def test_skab_script_skips_cleanly_without_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
