@@ -43,6 +43,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
+from bench.nab import events_of, nab  # noqa: E402
 from bench.run_options import add_run_options, apply_run_options  # noqa: E402
 from memae_ts.data import DataWarning  # noqa: E402
 from memae_ts.estimator import MemAE  # noqa: E402
@@ -82,6 +83,8 @@ class FileResult:
     full_scores: np.ndarray  # every row of the file (for plots)
     full_labels: np.ndarray
     threshold: float
+    times: np.ndarray  # every row, seconds since the epoch (for the changepoint score)
+    changepoints: np.ndarray  # every row, SKAB's `changepoint` label
 
 
 def labelled_files(root: str, only: Sequence[str] = ()) -> list[str]:
@@ -120,6 +123,8 @@ def score_file(model: MemAE, frame: pd.DataFrame, name: str) -> FileResult:
         full_scores=scores,
         full_labels=frame["anomaly"].to_numpy().astype(np.int64),
         threshold=float(model.threshold_),
+        times=pd.to_datetime(frame["datetime"]).to_numpy().astype("datetime64[ns]").astype(np.int64) / 1e9,
+        changepoints=frame["changepoint"].to_numpy().astype(np.int64),
     )
 
 
@@ -154,6 +159,18 @@ def every_covering_window(normalised: np.ndarray, window: int) -> np.ndarray:
     return out
 
 
+def changepoint_scores(results: Sequence[FileResult], window: int | None = None) -> dict[str, float]:
+    """NAB scores (bench/nab.py) of the test parts' alarms; `window` applies the look-ahead rule."""
+    series = []
+    for r in results:
+        normalised = r.full_scores / r.threshold
+        if window is not None:
+            normalised = every_covering_window(normalised, window)
+        alarms = np.nan_to_num(normalised, nan=0.0)[TRAIN_ROWS:] >= 1.0
+        series.append(events_of(r.times[TRAIN_ROWS:], r.changepoints[TRAIN_ROWS:], alarms))
+    return nab(series)
+
+
 def pooled_lookahead(results: Sequence[FileResult], window: int) -> dict[str, Any]:
     """Test-part metrics of `every_covering_window`, rows without all their windows = no alarm."""
     labels = np.concatenate([r.labels for r in results])
@@ -184,6 +201,10 @@ def _fmt(metrics: dict[str, Any]) -> str:
         f"P {metrics['precision']:.3f}  R {metrics['recall']:.3f}  ROC-AUC {metrics['roc_auc']:.3f}  "
         f"PR-AUC {metrics['pr_auc']:.3f}  (point-adjusted F1, extra: {metrics['point_adjusted_f1']:.3f})"
     )
+
+
+def _fmt_nab(scores: dict[str, float]) -> str:
+    return "  ".join(f"{name} {value:6.2f}" for name, value in scores.items())
 
 
 def markdown_table(rows: list[tuple[str, dict[str, Any], float]]) -> str:
@@ -242,6 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"SKAB, {len(files)} files, torch threads {args.threads}, overrides {common}")
     rows: list[tuple[str, dict[str, Any], float]] = []
     saved: dict[str, np.ndarray] = {}
+    changepoints: dict[str, dict[str, float]] = {}
     for variant in args.variants:
         params = {**common, **VARIANTS[variant]}
         start = time.perf_counter()
@@ -257,6 +279,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         ahead = pooled_lookahead(results, window)
         rows.append((f"{variant} (every window covering the row, looks ahead, extra)", ahead, seconds))
         print(f"{variant:>15} look-ahead  : {_fmt(ahead)}", flush=True)
+        for rule, rule_window in (("streaming", None), ("look-ahead", window)):
+            scores = changepoint_scores(results, rule_window)
+            changepoints[f"{variant} ({rule})"] = scores
+            print(f"{variant:>15} NAB {rule:<10}: {_fmt_nab(scores)}", flush=True)
         for r in results:
             saved[f"{variant}/{r.name}"] = r.full_scores / r.threshold
     if not args.no_anomaly_free:
@@ -275,7 +301,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json_out:
         with open(args.json_out, "w", encoding="utf-8") as handle:
             json.dump(
-                {"overrides": common, "files": files, "rows": [[n, m, s] for n, m, s in rows]},
+                {
+                    "overrides": common,
+                    "files": files,
+                    "rows": [[n, m, s] for n, m, s in rows],
+                    "nab": changepoints,
+                },
                 handle,
                 indent=1,
             )

@@ -48,6 +48,11 @@ def test_skab_smoke_one_file_beats_chance(tmp_path: Path) -> None:
     # Waiting for every covering window can only remove alarms.
     assert ahead["n_rows"] == metrics["n_rows"]
     assert ahead["tp"] + ahead["fp"] <= metrics["tp"] + metrics["fp"]
+    # The changepoint view: NAB per profile, at most 100 (a perfect detector).
+    for rule in ("streaming", "look-ahead"):
+        nab = result["nab"][f"memae ({rule})"]
+        assert set(nab) == {"standard", "low_fp", "low_fn"}
+        assert all(np.isfinite(v) and v <= 100 for v in nab.values())
     assert whole["n_rows"] == 1147
     # The leaderboard protocol: every test row (file rows 400 onward) is counted.
     assert metrics["n_rows"] == 1147 - skab.TRAIN_ROWS
@@ -152,6 +157,7 @@ def test_conv_ae_reference_runs_one_file(tmp_path: Path) -> None:
     for rule in ("notebook", "causal", "score"):
         assert rows[rule, 0]["tp"] == rows[rule, 400]["tp"]
         assert rows[rule, 0]["tn"] > rows[rule, 400]["tn"]
+        assert set(rows[rule, 400]["nab"]) == {"standard", "low_fp", "low_fn"}
     # The detector finds the fault: the published rule flags labelled rows far above chance.
     notebook = rows["notebook", 400]
     assert notebook["precision"] > 0.8 and notebook["recall"] > 0.5
