@@ -43,11 +43,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-from bench.nab import events_of, nab  # noqa: E402
 from bench.run_options import add_run_options, apply_run_options  # noqa: E402
 from memae_ts.data import DataWarning  # noqa: E402
 from memae_ts.estimator import MemAE  # noqa: E402
 from memae_ts.metrics import evaluate  # noqa: E402
+from memae_ts.nab import events_of, nab  # noqa: E402
 
 DEFAULT_DATA = os.path.join(REPO, "..", "shared", "data", "SKAB", "data")
 TRAIN_ROWS = 400
@@ -160,7 +160,7 @@ def every_covering_window(normalised: np.ndarray, window: int) -> np.ndarray:
 
 
 def changepoint_scores(results: Sequence[FileResult], window: int | None = None) -> dict[str, float]:
-    """NAB scores (bench/nab.py) of the test parts' alarms; `window` applies the look-ahead rule."""
+    """NAB scores (memae_ts.nab) of the test parts' alarms; `window` applies the look-ahead rule."""
     series = []
     for r in results:
         normalised = r.full_scores / r.threshold

@@ -48,9 +48,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-from bench.nab import events_of, nab  # noqa: E402
 from bench.skab import DEFAULT_DATA, LABEL_COLUMNS, LEADERBOARD, TRAIN_ROWS, labelled_files, read  # noqa: E402
 from memae_ts.metrics import evaluate  # noqa: E402
+from memae_ts.nab import events_of, nab  # noqa: E402
 
 WINDOW = 60
 UCL_QUANTILE = 0.999

@@ -312,11 +312,7 @@ def frame_to_sensor_data(
         assets = asset_series.astype(str).to_numpy(dtype=object)
     labels = None
     if label_column is not None:
-        label_values = _to_numeric(frame[label_column], decimal_comma).to_numpy()
-        if np.isnan(label_values).any():
-            line = rows[int(np.flatnonzero(np.isnan(label_values))[0])]
-            raise DataError(f"{source}: label column {label_column!r} has no value at line {line}")
-        labels = (label_values > 0).astype(np.int8)
+        labels = _label_values(frame[label_column], source, rows, decimal_comma)
 
     data = SensorData(
         source=source,
@@ -344,6 +340,28 @@ def _take(data: SensorData, order: np.ndarray) -> SensorData:
         labels=None if data.labels is None else data.labels[order],
         row_numbers=data.row_numbers[order],
     )
+
+
+def _label_values(column: pd.Series, source: str, rows: np.ndarray, decimal_comma: bool) -> np.ndarray:
+    """0/1 labels (any positive value is 1); a missing label is an error naming its line."""
+    values = _to_numeric(column, decimal_comma).to_numpy()
+    if np.isnan(values).any():
+        line = rows[int(np.flatnonzero(np.isnan(values))[0])]
+        raise DataError(f"{source}: label column {column.name!r} has no value at line {line}")
+    return (values > 0).astype(np.int8)
+
+
+def read_label_column(
+    path: str | os.PathLike[str], column: str, row_numbers: np.ndarray, sep: str | None = None
+) -> np.ndarray:
+    """A second 0/1 column of a CSV (e.g. SKAB's `changepoint`), in the row order of a SensorData
+    read from the same file (`row_numbers`), so sorting and dropped duplicates line up."""
+    path = os.fspath(path)
+    frame, separator = _read_table(path, sep)
+    name = _find_column(frame, column, path, "label")
+    rows = np.arange(len(frame), dtype=np.int64) + 2
+    values = _label_values(frame[name], path, rows, _uses_decimal_comma(frame, separator))
+    return values[np.asarray(row_numbers) - 2]
 
 
 def _sorted_and_deduplicated(data: SensorData) -> SensorData:

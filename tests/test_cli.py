@@ -148,3 +148,39 @@ def test_fit_flags_default_to_the_api_defaults() -> None:
     from_api = MemAE().get_params()
     differing = {k: (from_cli[k], v) for k, v in from_api.items() if k != "verbose" and from_cli[k] != v}
     assert differing == {}
+
+
+@pytest.mark.filterwarnings("ignore:.*rows are not in time order")
+def test_evaluate_adds_the_changepoint_score_with_the_column_following_its_rows(
+    tiny_model_dir: Path, plant_csvs: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from memae_ts.estimator import load
+    from memae_ts.nab import events_of, nab
+
+    frame = pd.read_csv(plant_csvs[1])
+    # A changepoint where each fault starts and ends.
+    frame["changepoint"] = frame["anomaly"].diff().fillna(frame["anomaly"]).ne(0).astype(int)
+    assert frame["changepoint"].sum() >= 2
+    shuffled = tmp_path / "shuffled.csv"  # the column must follow its rows when they are sorted
+    frame.sample(frac=1.0, random_state=0).to_csv(shuffled, index=False)
+    args = ["evaluate", str(tiny_model_dir), str(shuffled), "--changepoint-column", "changepoint"]
+    assert main([*args, "--nab-window", "3600", "--json", "--engine", "numpy"]) == 0
+    got = json.loads(capsys.readouterr().out)
+
+    normalised = load(tiny_model_dir, engine="numpy").normalised_scores(plant_csvs[1])
+    times = pd.to_datetime(frame["timestamp"])
+    seconds = (times - times.iloc[0]).dt.total_seconds().to_numpy()
+    alarms = np.nan_to_num(normalised, nan=0.0) >= 1.0
+    expected = nab([events_of(seconds, frame["changepoint"].to_numpy(), alarms, 3600.0)])
+    for name, value in expected.items():
+        assert got[f"nab_{name}"] == pytest.approx(value), name
+    assert got["nab_standard"] != got["nab_low_fn"]  # the profiles weigh misses differently
+    assert got["f1"] == pytest.approx(json.loads(_evaluate_json(tiny_model_dir, shuffled, capsys))["f1"])
+
+    assert main([*args[:-1], "no_such_column", "--engine", "numpy"]) == 2
+    assert "label column 'no_such_column' not found" in capsys.readouterr().err
+
+
+def _evaluate_json(model: Path, csv: Path, capsys: pytest.CaptureFixture[str]) -> str:
+    assert main(["evaluate", str(model), str(csv), "--json", "--engine", "numpy"]) == 0
+    return capsys.readouterr().out

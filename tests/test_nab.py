@@ -1,17 +1,13 @@
-"""The SKAB changepoint (NAB) score of bench/nab.py on series whose score is known by hand."""
+"""The SKAB changepoint (NAB) score of memae_ts.nab on series whose score is known by hand."""
 
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.nab import PROFILES, events_of, nab, raw_scores
+from memae_ts.nab import PROFILES, events_of, nab, raw_scores
 
 TIMES = np.arange(200, dtype=np.float64)  # one row a second
 CHANGEPOINTS = np.isin(np.arange(200), [50, 120]).astype(np.int64)  # windows [35, 65], [105, 135]

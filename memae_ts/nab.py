@@ -1,4 +1,4 @@
-"""NAB-style changepoint score, as the SKAB changepoint leaderboard computes it.
+"""NAB-style changepoint score, as the SKAB changepoint leaderboard computes it (numpy only).
 
 Why a second family of scores: point-wise F1 rewards covering the whole labelled segment, while
 an operator cares about *when* the alarm starts. The changepoint view turns the row alarms into
@@ -17,6 +17,8 @@ calls it: 30 s windows centred on each labelled changepoint, the "improved" scal
 - pooled over files: 100 · (S − S_null) / (S_perfect − S_null), where S_null = windows · A_fn
   (no detections at all) and S_perfect = windows · A_tp.
 Profiles (A_tp, A_fp, A_fn): standard (1, −0.11, −1), low FP (1, −0.22, −1), low FN (1, −0.11, −2).
+Used by `memae-ts evaluate --changepoint-column` and by bench/skab.py; checked against SKAB's own
+evaluation code (the `tsad` package) as docs/benchmarks.md describes.
 """
 
 from __future__ import annotations
