@@ -16,6 +16,12 @@ How memae-ts fits in, and why:
   test row of the leaderboard is counted.
 - Per-file scores are pooled as normalised scores (score / that file's threshold, alarm at 1.0).
 
+Printed per variant: the headline (each window decides the row it ends at, as the edge does);
+two extras, whole files (training rows counted too) and the leaderboard Conv-AE's look-ahead
+rule (a row alarms only when every window containing it does; bench/skab_conv_ae.py re-runs
+that detector for the like-for-like comparison); and the changepoint view, NAB standard / low
+FP / low FN (memae_ts.nab) for both rules.
+
 A second, more realistic setting ("anomaly-free"): one model is trained on
 `anomaly-free/anomaly-free.csv` and applied unchanged to the test part of every file.
 
