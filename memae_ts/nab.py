@@ -82,7 +82,8 @@ def raw_scores(series: ChangepointEvents, profile: tuple[float, float, float]) -
         hit = (events >= start) & (events <= end)
         inside |= hit
         if hit.any():
-            score += _detection_credit((events[hit][0] - start) / (end - start), a_tp, a_fp)
+            position = (events[hit][0] - start) / (end - start) if end > start else 0.0
+            score += _detection_credit(position, a_tp, a_fp)
         else:
             score += a_fn
     score += a_fp * int(np.sum(~inside))

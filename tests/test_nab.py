@@ -66,3 +66,10 @@ def test_scores_pool_over_series_before_normalising() -> None:
     silent = events_of(TIMES, CHANGEPOINTS, alarms_on())
     assert nab([perfect, silent])["standard"] == pytest.approx(50.0)
     assert math.isnan(nab([events_of(TIMES, np.zeros(200), alarms_on((1, 3)))])["standard"])
+
+
+def test_a_zero_width_window_still_scores() -> None:
+    series = events_of(np.arange(5.0), np.array([0, 0, 1, 0, 0]), np.array([0, 0, 1, 1, 0]), 0.0)
+    assert series.windows == [(2.0, 2.0)]
+    a_tp, a_fp, _ = PROFILES["standard"]
+    assert raw_scores(series, PROFILES["standard"])[0] == pytest.approx(a_tp + a_fp)  # hit, then off at 4
