@@ -249,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 results.append({"seed": seed, "rule": rule, "first_row": first_row, **m})
                 print(
                     f"| seed {seed} | {RULES[rule]} | {counted} | {m['f1']:.3f} | {100 * m['far']:.2f} "
-                    f"| {100 * m['mar']:.2f} | {auc if rule == 'score' and first_row else float('nan'):.3f} "
+                    f"| {100 * m['mar']:.2f} | {f'{auc:.3f}' if rule == 'score' and first_row else ''} "
                     f"| {changepoint} | {seconds:.0f} s |",
                     flush=True,
                 )
