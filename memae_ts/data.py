@@ -51,6 +51,7 @@ class SensorData:
     label_column: str | None = None
     ignored_columns: list[str] = field(default_factory=list)
     n_source_rows: int = 0
+    changepoints: np.ndarray | None = None  # a second 0/1 label column (SKAB's `changepoint`)
 
     def __len__(self) -> int:
         return int(self.values.shape[0])
@@ -190,6 +191,7 @@ def load_csv(
     asset_column: str | None = None,
     sep: str | None = None,
     require_labels: bool = False,
+    changepoint_column: str | None = None,
 ) -> SensorData:
     """Read a sensor CSV.
 
@@ -209,6 +211,7 @@ def load_csv(
         asset_column=asset_column,
         decimal_comma=_uses_decimal_comma(frame, separator),
         require_labels=require_labels,
+        changepoint_column=changepoint_column,
     )
 
 
@@ -223,6 +226,7 @@ def frame_to_sensor_data(
     asset_column: str | None = None,
     decimal_comma: bool = False,
     require_labels: bool = False,
+    changepoint_column: str | None = None,
 ) -> SensorData:
     """Same checks as `load_csv` for a DataFrame already in memory (the Python API)."""
     if len(frame) == 0:
@@ -241,8 +245,10 @@ def frame_to_sensor_data(
         label_column = _find_column(frame, label_column, source, "label")
     elif require_labels:
         raise DataError(f"{source}: a label column is needed (--label-column)")
+    if changepoint_column is not None:
+        changepoint_column = _find_column(frame, changepoint_column, source, "label")
 
-    reserved = {c for c in (time_column, asset_column, label_column) if c is not None}
+    reserved = {c for c in (time_column, asset_column, label_column, changepoint_column) if c is not None}
     reserved |= {c for c in frame.columns if c.lower() in DEFAULT_LABEL_COLUMNS}
     excluded = {_find_column(frame, name, source, "excluded") for name in exclude}
     ignored: list[str] = []
@@ -313,6 +319,9 @@ def frame_to_sensor_data(
     labels = None
     if label_column is not None:
         labels = _label_values(frame[label_column], source, rows, decimal_comma)
+    changepoints = None
+    if changepoint_column is not None:
+        changepoints = _label_values(frame[changepoint_column], source, rows, decimal_comma)
 
     data = SensorData(
         source=source,
@@ -327,6 +336,7 @@ def frame_to_sensor_data(
         label_column=label_column,
         ignored_columns=ignored,
         n_source_rows=len(frame),
+        changepoints=changepoints,
     )
     return _sorted_and_deduplicated(data)
 
@@ -338,6 +348,7 @@ def _take(data: SensorData, order: np.ndarray) -> SensorData:
         timestamps=None if data.timestamps is None else data.timestamps[order],
         assets=None if data.assets is None else data.assets[order],
         labels=None if data.labels is None else data.labels[order],
+        changepoints=None if data.changepoints is None else data.changepoints[order],
         row_numbers=data.row_numbers[order],
     )
 
@@ -351,17 +362,11 @@ def _label_values(column: pd.Series, source: str, rows: np.ndarray, decimal_comm
     return (values > 0).astype(np.int8)
 
 
-def read_label_column(
-    path: str | os.PathLike[str], column: str, row_numbers: np.ndarray, sep: str | None = None
-) -> np.ndarray:
-    """A second 0/1 column of a CSV (e.g. SKAB's `changepoint`), in the row order of a SensorData
-    read from the same file (`row_numbers`), so sorting and dropped duplicates line up."""
-    path = os.fspath(path)
-    frame, separator = _read_table(path, sep)
-    name = _find_column(frame, column, path, "label")
-    rows = np.arange(len(frame), dtype=np.int64) + 2
-    values = _label_values(frame[name], path, rows, _uses_decimal_comma(frame, separator))
-    return values[np.asarray(row_numbers) - 2]
+def asset_rows(data: SensorData) -> list[np.ndarray]:
+    """Row positions of each asset's series (one group of all rows when there is no asset)."""
+    if data.assets is None:
+        return [np.arange(len(data))]
+    return [np.flatnonzero(data.assets == asset) for asset in pd.unique(data.assets)]
 
 
 def _sorted_and_deduplicated(data: SensorData) -> SensorData:

@@ -19,7 +19,7 @@ import pandas as pd
 
 from memae_ts import __version__
 from memae_ts.bundle import Bundle, data_fingerprint, load_bundle, make_bundle, save_bundle
-from memae_ts.data import DataWarning, SensorData, frame_to_sensor_data, load_csv
+from memae_ts.data import DataWarning, SensorData, asset_rows, frame_to_sensor_data, load_csv
 from memae_ts.errors import DataError, MemaeError, require_torch
 from memae_ts.memory_usage import MAX_WINDOWS as MAX_USAGE_WINDOWS
 from memae_ts.memory_usage import collapse_warning
@@ -316,14 +316,8 @@ class MemAE:
 
 def _validation_rows(data: SensorData, fraction: float) -> np.ndarray:
     """The last `fraction` of each asset's rows (in time) are held out for validation."""
-    n = len(data)
-    is_val = np.zeros(n, dtype=bool)
-    groups = (
-        [np.arange(n)]
-        if data.assets is None
-        else [np.flatnonzero(data.assets == a) for a in pd.unique(data.assets)]
-    )
-    for rows in groups:
+    is_val = np.zeros(len(data), dtype=bool)
+    for rows in asset_rows(data):
         cut = round(len(rows) * (1 - fraction))
         is_val[rows[cut:]] = True
     return is_val

@@ -85,9 +85,8 @@ def changepoint_scores(
 ) -> dict[str, float]:
     """NAB per profile over every row (warm-up rows raise no alarm), one series per asset."""
     import numpy as np
-    import pandas as pd
 
-    from memae_ts.data import read_label_column
+    from memae_ts.data import asset_rows
     from memae_ts.nab import WINDOW_SECONDS, events_of, nab
 
     if data.timestamps is None:
@@ -95,13 +94,9 @@ def changepoint_scores(
     window = WINDOW_SECONDS if args.nab_window is None else args.nab_window
     if not window > 0:
         raise DataError(f"--nab-window must be a positive number of seconds, got {window}")
-    changepoints = read_label_column(args.csv, args.changepoint_column, data.row_numbers, sep=args.sep)
+    assert data.changepoints is not None  # load_scored read --changepoint-column
     seconds = data.timestamps.as_unit("ns").asi8 / 1e9
     alarms = np.nan_to_num(normalised, nan=0.0) >= 1.0
-    groups = (
-        [np.arange(len(data))]
-        if data.assets is None
-        else [np.flatnonzero(data.assets == asset) for asset in pd.unique(data.assets)]
-    )
-    scores = nab([events_of(seconds[g], changepoints[g], alarms[g], window) for g in groups])
+    changepoints = data.changepoints
+    scores = nab([events_of(seconds[g], changepoints[g], alarms[g], window) for g in asset_rows(data)])
     return {f"nab_{name}": value for name, value in scores.items()}

@@ -46,6 +46,7 @@ def load_scored(args: argparse.Namespace, require_labels: bool = False):  # type
         sensors=model.sensors_,
         sep=args.sep,
         require_labels=require_labels,
+        changepoint_column=getattr(args, "changepoint_column", None),
     )
     data_scored, result = model.score_rows(data)
     return model, data_scored, result
