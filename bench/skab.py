@@ -92,6 +92,12 @@ class FileResult:
     times: np.ndarray  # every row, seconds since the epoch (for the changepoint score)
     changepoints: np.ndarray  # every row, SKAB's `changepoint` label
 
+    def row_scores(self, lookahead_window: int | None = None) -> np.ndarray:
+        """Every row's normalised score (alarm at 1), under the look-ahead rule when given its
+        window (see `every_covering_window`)."""
+        normalised = self.full_scores / self.threshold
+        return normalised if lookahead_window is None else every_covering_window(normalised, lookahead_window)
+
 
 def labelled_files(root: str, only: Sequence[str] = ()) -> list[str]:
     """The 34 labelled files as 'group/name.csv', in a stable order."""
@@ -112,6 +118,11 @@ def read(root: str, name: str) -> pd.DataFrame:
     return pd.read_csv(os.path.join(root, name), sep=";")
 
 
+def epoch_seconds(frame: pd.DataFrame) -> np.ndarray:
+    """The `datetime` column as seconds since the epoch (what the changepoint score takes)."""
+    return pd.to_datetime(frame["datetime"]).to_numpy().astype("datetime64[ns]").astype(np.int64) / 1e9
+
+
 def fit_model(params: dict[str, Any], frame: pd.DataFrame) -> MemAE:
     with warnings.catch_warnings():
         # Short training parts make the estimator warn (few held-out windows); expected here.
@@ -129,7 +140,7 @@ def score_file(model: MemAE, frame: pd.DataFrame, name: str) -> FileResult:
         full_scores=scores,
         full_labels=frame["anomaly"].to_numpy().astype(np.int64),
         threshold=float(model.threshold_),
-        times=pd.to_datetime(frame["datetime"]).to_numpy().astype("datetime64[ns]").astype(np.int64) / 1e9,
+        times=epoch_seconds(frame),
         changepoints=frame["changepoint"].to_numpy().astype(np.int64),
     )
 
@@ -143,7 +154,7 @@ def pooled(results: Sequence[FileResult], whole_file: bool = False) -> dict[str,
     """
     if whole_file:
         labels = np.concatenate([r.full_labels for r in results])
-        scores = np.concatenate([r.full_scores / r.threshold for r in results])
+        scores = np.concatenate([r.row_scores() for r in results])
     else:
         labels = np.concatenate([r.labels for r in results])
         scores = np.concatenate([r.normalised for r in results])
@@ -169,10 +180,7 @@ def changepoint_scores(results: Sequence[FileResult], window: int | None = None)
     """NAB scores (memae_ts.nab) of the test parts' alarms; `window` applies the look-ahead rule."""
     series = []
     for r in results:
-        normalised = r.full_scores / r.threshold
-        if window is not None:
-            normalised = every_covering_window(normalised, window)
-        alarms = np.nan_to_num(normalised, nan=0.0)[TRAIN_ROWS:] >= 1.0
+        alarms = np.nan_to_num(r.row_scores(window), nan=0.0)[TRAIN_ROWS:] >= 1.0
         series.append(events_of(r.times[TRAIN_ROWS:], r.changepoints[TRAIN_ROWS:], alarms))
     return nab(series)
 
@@ -180,9 +188,7 @@ def changepoint_scores(results: Sequence[FileResult], window: int | None = None)
 def pooled_lookahead(results: Sequence[FileResult], window: int) -> dict[str, Any]:
     """Test-part metrics of `every_covering_window`, rows without all their windows = no alarm."""
     labels = np.concatenate([r.labels for r in results])
-    scores = np.concatenate(
-        [every_covering_window(r.full_scores / r.threshold, window)[TRAIN_ROWS:] for r in results]
-    )
+    scores = np.concatenate([r.row_scores(window)[TRAIN_ROWS:] for r in results])
     return evaluate(labels, scores, 1.0, nan_policy="normal")
 
 
@@ -290,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             changepoints[f"{variant} ({rule})"] = scores
             print(f"{variant:>15} NAB {rule:<10}: {_fmt_nab(scores)}", flush=True)
         for r in results:
-            saved[f"{variant}/{r.name}"] = r.full_scores / r.threshold
+            saved[f"{variant}/{r.name}"] = r.row_scores()
     if not args.no_anomaly_free:
         for variant in args.variants:
             params = {**common, **VARIANTS[variant]}

@@ -48,7 +48,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-from bench.skab import DEFAULT_DATA, LABEL_COLUMNS, LEADERBOARD, TRAIN_ROWS, labelled_files, read  # noqa: E402
+from bench.skab import (  # noqa: E402
+    DEFAULT_DATA,
+    LABEL_COLUMNS,
+    LEADERBOARD,
+    TRAIN_ROWS,
+    epoch_seconds,
+    labelled_files,
+    read,
+)
 from memae_ts.metrics import evaluate  # noqa: E402
 from memae_ts.nab import events_of, nab  # noqa: E402
 
@@ -208,10 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     frames = [read(root, name) for name in files]
     labels = [f["anomaly"].to_numpy().astype(np.int64) for f in frames]
     changepoints = [f["changepoint"].to_numpy().astype(np.int64)[TRAIN_ROWS:] for f in frames]
-    times = [
-        pd.to_datetime(f["datetime"]).to_numpy().astype("datetime64[ns]").astype(np.int64)[TRAIN_ROWS:] / 1e9
-        for f in frames
-    ]
+    times = [epoch_seconds(f)[TRAIN_ROWS:] for f in frames]
     print(f"SKAB Conv-AE (leaderboard's detector), {len(files)} files, seeds {args.seeds}")
     print(
         "| Conv-AE run | decision rule | counted over | F1 | FAR % | MAR % | ROC-AUC "
