@@ -63,6 +63,14 @@ def test_skab_smoke_one_file_beats_chance(tmp_path: Path) -> None:
     saved = np.load(scores)
     assert saved["memae/valve1/0.csv"].shape == (1147,)
 
+    # The post hoc diagnostics account for every false alarm and miss of the same run.
+    from bench.skab_diagnostics import errors
+
+    found = errors(saved, str(SKAB), "memae", 32)
+    assert found["negatives"] + found["positives"] == metrics["n_rows"]
+    assert sum(found["false_alarms"].values()) == metrics["fp"]
+    assert sum(found["misses"].values()) == metrics["fn"]
+
 
 def test_every_covering_window_is_the_lowest_score_of_the_windows_containing_the_row() -> None:
     from bench.skab import every_covering_window
@@ -74,6 +82,64 @@ def test_every_covering_window_is_the_lowest_score_of_the_windows_containing_the
     # lack one (end of file).
     np.testing.assert_array_equal(got, [np.nan, np.nan, 0.5, 0.5, 0.5, 4.0, 1.5, np.nan, np.nan])
     assert np.isnan(every_covering_window(np.ones(2), 3)).all()
+
+
+def test_false_alarm_places_split_by_position_relative_to_the_fault() -> None:
+    from bench.skab_diagnostics import false_alarm_places
+
+    labels = np.array([0, 0, 0, 1, 1, 0, 1, 0, 0, 0, 0])
+    alarms = np.array([1, 0, 1, 1, 0, 1, 1, 1, 1, 0, 1], dtype=bool)
+    # Rows 0, 2 before the fault; row 5 inside it; rows 7-8 within 2 rows after; row 10 later.
+    expected = {"before": 2, "trailing_window": 2, "later": 1, "between": 1}
+    assert false_alarm_places(labels, alarms, 2) == expected
+
+
+def test_best_operating_points_scan_the_threshold_for_the_goal_bounds() -> None:
+    from bench.skab_diagnostics import best_operating_points
+
+    labels = np.array([0] * 10 + [1] * 10)
+    scores = np.r_[np.linspace(0.1, 1.0, 10), np.linspace(0.55, 1.45, 10)]
+    found = best_operating_points(labels, lambda margin: scores / margin)
+    low_far = found["lowest_far_at_goal_mar"]
+    # MAR <= 28.02 % allows 2 misses of 10; the threshold then sits above 0.65 (FAR 3/10).
+    assert low_far["mar"] == pytest.approx(0.2) and low_far["far"] == pytest.approx(0.3)
+    low_mar = found["lowest_mar_at_goal_far"]
+    # FAR <= 13.55 % allows one false alarm (the 1.0); the anomalies below 0.9 are then missed.
+    assert low_mar["far"] == pytest.approx(0.1) and low_mar["mar"] == pytest.approx(0.4)
+
+
+def test_calibration_finds_the_statistic_that_tracks_later_scores() -> None:
+    from bench.skab_diagnostics import calibration
+
+    rng = np.random.default_rng(0)
+    chunks = []
+    for level in (0.5, 1.0, 3.0):
+        held = level * rng.uniform(0.8, 1.2, 49)
+        chunks.append(
+            {
+                "train": rng.uniform(0.1, 0.2, 289),  # says nothing about the level
+                "held": held,
+                "future": np.median(held) * rng.uniform(0.5, 2.0, 800),
+                "threshold": np.array([held.max()]),
+            }
+        )
+    found = calibration(chunks)
+    assert found["held-out median"]["sd_log_median"] < 0.05
+    assert found["training-window median"]["sd_log_median"] > 0.5
+    assert found["held-out median"]["share_above_sd"] < found["training-window median"]["share_above_sd"]
+
+
+@pytest.mark.skipif(not (SKAB / "anomaly-free").exists(), reason=f"SKAB data absent at {SKAB}")
+def test_calibration_chunk_uses_the_estimators_own_held_out_windows() -> None:
+    from bench.skab import read
+    from bench.skab_diagnostics import chunk_scores
+
+    frame = read(str(SKAB), "anomaly-free/anomaly-free.csv")
+    chunk = chunk_scores(frame, 400, {"epochs": 2, "seed": 0})
+    assert chunk["train"].size == 320 - 31 and chunk["held"].size == 400 - 320 - 31
+    assert chunk["future"].size == 800 and np.isfinite(chunk["future"]).all()
+    # The estimator's threshold (no margin) is the 0.995 quantile of exactly these windows.
+    assert chunk["threshold"][0] == pytest.approx(np.quantile(chunk["held"], 0.995), rel=1e-6)
 
 
 def test_skab_script_skips_cleanly_without_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
