@@ -15,9 +15,16 @@ future scores are divided by T; a better-calibrated T gives future/T distributio
 across chunks (small spread of their log quantiles, and of the share of rows above the common
 multiplier that flags 10 % of all future rows).
 
+`drift` (label-free, normal data only): how far do sensors wander after the training minutes,
+in the units of the estimator's scaler (with its 1 % floor)? Per chunk of `anomaly-free.csv`,
+the scaler is fitted as `fit` fits it (on the rows before the held-out split) and the RMS
+deviation of the next 800 rows from its centre is divided by its scale; medians over chunks.
+Values near 1 or below mean the scales already cover the normal drift.
+
 Run:  .venv/bin/python bench/skab.py --variants memae --no-anomaly-free --scores-out /tmp/s0.npz
       .venv/bin/python bench/skab_diagnostics.py errors /tmp/s0.npz
-      .venv/bin/python bench/skab_diagnostics.py calibration        # 21 fits, ~10 min
+      .venv/bin/python bench/skab_diagnostics.py calibration        # 21 fits, ~5 min
+      .venv/bin/python bench/skab_diagnostics.py drift              # seconds
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ if REPO not in sys.path:
 
 from bench.run_options import add_run_options, apply_run_options  # noqa: E402
 from bench.skab import DEFAULT_DATA, TRAIN_ROWS, every_covering_window, read  # noqa: E402
-from memae_ts.metrics import evaluate  # noqa: E402
+from memae_ts.metrics import evaluate, roc_auc  # noqa: E402
 
 GOAL_FAR, GOAL_MAR = 0.1355, 0.2802  # the leaderboard Conv-AE's published row
 FUTURE_ROWS = 800
@@ -82,12 +89,19 @@ def errors(saved: Any, data: str, variant: str, window: int) -> dict[str, Any]:
     labels = {n: read(data, n)["anomaly"].to_numpy().astype(np.int64)[TRAIN_ROWS:] for n in names}
     full = {n: saved[f"{variant}/{n}"] for n in names}
     places = {"before": 0, "trailing_window": 0, "later": 0, "between": 0}
-    misses = {}
+    misses: dict[str, dict[str, float]] = {}
     for n in names:
-        alarms = np.nan_to_num(full[n][TRAIN_ROWS:], nan=0.0) >= 1.0
+        test = np.nan_to_num(full[n][TRAIN_ROWS:], nan=0.0)
+        alarms = test >= 1.0
         for place, count in false_alarm_places(labels[n], alarms, window).items():
             places[place] += count
-        misses[n] = int(np.sum(~alarms & (labels[n] == 1)))
+        faulty = labels[n] == 1
+        misses[n] = {
+            "rows": int(np.sum(~alarms & faulty)),
+            "roc_auc": roc_auc(labels[n], test),
+            "median_in_fault": float(np.median(test[faulty])) if faulty.any() else float("nan"),
+            "median_outside": float(np.median(test[~faulty])) if (~faulty).any() else float("nan"),
+        }
     pooled = np.concatenate([labels[n] for n in names])
 
     def rule(ahead: int | None) -> Callable[[float], np.ndarray]:
@@ -103,7 +117,7 @@ def errors(saved: Any, data: str, variant: str, window: int) -> dict[str, Any]:
         "negatives": int(np.sum(pooled == 0)),
         "positives": int(np.sum(pooled == 1)),
         "false_alarms": places,
-        "misses": dict(sorted(misses.items(), key=lambda item: -item[1])),
+        "misses": dict(sorted(misses.items(), key=lambda item: -item[1]["rows"])),
         "streaming": best_operating_points(pooled, rule(None)),
         "look-ahead": best_operating_points(pooled, rule(window)),
     }
@@ -115,10 +129,13 @@ def _print_errors(result: dict[str, Any]) -> None:
     print("false alarms (% of normal rows):")
     for place, count in result["false_alarms"].items():
         print(f"  {place:<16} {count:6d}  {100 * count / negatives:5.1f} %")
-    total = sum(result["misses"].values())
-    print(f"misses: {total} rows; the five files with most:")
-    for name, count in list(result["misses"].items())[:5]:
-        print(f"  {name:<14} {count:6d}")
+    total = sum(m["rows"] for m in result["misses"].values())
+    print(f"misses: {total} rows; the five files with most (ROC-AUC, median score in / outside the fault):")
+    for name, m in list(result["misses"].items())[:5]:
+        print(
+            f"  {name:<14} {m['rows']:6d}  ROC-AUC {m['roc_auc']:.2f}  "
+            f"median {m['median_in_fault']:.2f} / {m['median_outside']:.2f}"
+        )
     for rule in ("streaming", "look-ahead"):
         for goal, point in result[rule].items():
             text = "none" if point is None else (
@@ -177,6 +194,25 @@ def calibration(chunks: Sequence[dict[str, np.ndarray]]) -> dict[str, dict[str, 
     return out
 
 
+def drift(frame: pd.DataFrame, starts: Sequence[int]) -> dict[str, float]:
+    """Median over chunks of RMS(next 800 rows - centre) / scale, per sensor."""
+    from memae_ts.estimator import MemAE
+    from memae_ts.scaling import Scaler
+
+    defaults = MemAE()
+    sensors = [c for c in frame.columns if c != "datetime"]
+    fitted_rows = round(TRAIN_ROWS * (1 - defaults.validation_fraction))
+    ratios = []
+    for start in starts:
+        values = frame[sensors].to_numpy(np.float64)[start : start + TRAIN_ROWS + FUTURE_ROWS]
+        scaler = Scaler.fit(
+            values[:fitted_rows], defaults.scaler, sensors, min_relative_scale=defaults.min_relative_scale
+        )
+        future = values[TRAIN_ROWS:]
+        ratios.append(np.sqrt(np.mean((future - scaler.center) ** 2, axis=0)) / scaler.scale)
+    return dict(zip(sensors, np.median(ratios, axis=0).tolist(), strict=True))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -188,6 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     err.add_argument("--variant", default="memae")
     err.add_argument("--window", type=int, default=32, help="the model's window (rows)")
     cal = commands.add_parser("calibration", help="threshold statistics on normal data (label-free)")
+    commands.add_parser("drift", help="normal drift in units of the fitted scales (label-free)")
     cal.add_argument("--seed", type=int, default=0)
     cal.add_argument("--chunks", type=int, default=None, help="use only the first N chunks")
     cal.add_argument("--epochs", type=int, default=None, help="override the default epochs (smoke runs)")
@@ -201,9 +238,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "errors":
         _print_errors(errors(np.load(args.scores), root, args.variant, args.window))
         return 0
-    apply_run_options(args)
     frame = read(root, "anomaly-free/anomaly-free.csv")
-    starts = list(range(0, len(frame) - TRAIN_ROWS - FUTURE_ROWS + 1, TRAIN_ROWS))[: args.chunks]
+    starts = list(range(0, len(frame) - TRAIN_ROWS - FUTURE_ROWS + 1, TRAIN_ROWS))
+    if args.command == "drift":
+        print(f"{len(starts)} chunks: RMS of the next {FUTURE_ROWS} rows from the centre / scale")
+        for sensor, ratio in drift(frame, starts).items():
+            print(f"  {sensor:<22} {ratio:.2f}")
+        return 0
+    apply_run_options(args)
+    starts = starts[: args.chunks]
     params: dict[str, Any] = {"seed": args.seed}
     if args.epochs is not None:
         params["epochs"] = args.epochs

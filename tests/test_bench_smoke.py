@@ -69,7 +69,8 @@ def test_skab_smoke_one_file_beats_chance(tmp_path: Path) -> None:
     found = errors(saved, str(SKAB), "memae", 32)
     assert found["negatives"] + found["positives"] == metrics["n_rows"]
     assert sum(found["false_alarms"].values()) == metrics["fp"]
-    assert sum(found["misses"].values()) == metrics["fn"]
+    assert sum(m["rows"] for m in found["misses"].values()) == metrics["fn"]
+    assert found["misses"]["valve1/0.csv"]["roc_auc"] == pytest.approx(metrics["roc_auc"], abs=1e-9)
 
 
 def test_every_covering_window_is_the_lowest_score_of_the_windows_containing_the_row() -> None:
@@ -127,6 +128,22 @@ def test_calibration_finds_the_statistic_that_tracks_later_scores() -> None:
     assert found["held-out median"]["sd_log_median"] < 0.05
     assert found["training-window median"]["sd_log_median"] > 0.5
     assert found["held-out median"]["share_above_sd"] < found["training-window median"]["share_above_sd"]
+
+
+def test_drift_is_measured_in_units_of_the_fitted_scales() -> None:
+    import pandas as pd
+
+    from bench.skab_diagnostics import FUTURE_ROWS, TRAIN_ROWS, drift
+
+    rng = np.random.default_rng(0)
+    rows = TRAIN_ROWS + FUTURE_ROWS
+    steady = 100.0 + rng.normal(0.0, 2.0, rows)
+    shifted = 100.0 + rng.normal(0.0, 2.0, rows)
+    shifted[TRAIN_ROWS:] += 10.0  # five standard deviations later on
+    frame = pd.DataFrame({"datetime": np.arange(rows), "steady": steady, "shifted": shifted})
+    found = drift(frame, [0])
+    assert found["steady"] == pytest.approx(1.0, abs=0.1)
+    assert found["shifted"] == pytest.approx(np.sqrt(1 + 5**2), rel=0.1)
 
 
 @pytest.mark.skipif(not (SKAB / "anomaly-free").exists(), reason=f"SKAB data absent at {SKAB}")
