@@ -45,7 +45,7 @@ if REPO not in sys.path:
 
 from bench.run_options import add_run_options, apply_run_options  # noqa: E402
 from bench.skab import DEFAULT_DATA, TRAIN_ROWS, every_covering_window, read  # noqa: E402
-from memae_ts.metrics import evaluate, roc_auc  # noqa: E402
+from memae_ts.metrics import evaluate  # noqa: E402
 
 GOAL_FAR, GOAL_MAR = 0.1355, 0.2802  # the leaderboard Conv-AE's published row
 FUTURE_ROWS = 800
@@ -82,6 +82,10 @@ def best_operating_points(labels: np.ndarray, scores: Callable[[float], np.ndarr
     return {"lowest_far_at_goal_mar": lowest_far, "lowest_mar_at_goal_far": lowest_mar}
 
 
+def _median(values: np.ndarray) -> float:
+    return float(np.median(values)) if values.size else float("nan")
+
+
 def errors(saved: Any, data: str, variant: str, window: int) -> dict[str, Any]:
     names = [key.split("/", 1)[1] for key in saved.files if key.startswith(f"{variant}/")]
     if not names:
@@ -91,16 +95,19 @@ def errors(saved: Any, data: str, variant: str, window: int) -> dict[str, Any]:
     places = {"before": 0, "trailing_window": 0, "later": 0, "between": 0}
     misses: dict[str, dict[str, float]] = {}
     for n in names:
-        test = np.nan_to_num(full[n][TRAIN_ROWS:], nan=0.0)
-        alarms = test >= 1.0
+        test = full[n][TRAIN_ROWS:]
+        scored = ~np.isnan(test)
+        alarms = np.nan_to_num(test, nan=0.0) >= 1.0  # unscored rows: no alarm, as counted
         for place, count in false_alarm_places(labels[n], alarms, window).items():
             places[place] += count
         faulty = labels[n] == 1
         misses[n] = {
             "rows": int(np.sum(~alarms & faulty)),
-            "roc_auc": roc_auc(labels[n], test),
-            "median_in_fault": float(np.median(test[faulty])) if faulty.any() else float("nan"),
-            "median_outside": float(np.median(test[~faulty])) if (~faulty).any() else float("nan"),
+            "unscored": int(np.sum(~scored & faulty)),
+            # Unscored rows rank lowest, as in the pooled figures (nan_policy="normal").
+            "roc_auc": evaluate(labels[n], test, 1.0, nan_policy="normal")["roc_auc"],
+            "median_in_fault": _median(test[scored & faulty]),
+            "median_outside": _median(test[scored & ~faulty]),
         }
     pooled = np.concatenate([labels[n] for n in names])
 
@@ -130,11 +137,12 @@ def _print_errors(result: dict[str, Any]) -> None:
     for place, count in result["false_alarms"].items():
         print(f"  {place:<16} {count:6d}  {100 * count / negatives:5.1f} %")
     total = sum(m["rows"] for m in result["misses"].values())
-    print(f"misses: {total} rows; the five files with most (ROC-AUC, median score in / outside the fault):")
+    print(f"misses: {total} rows; the five files with most:")
     for name, m in list(result["misses"].items())[:5]:
         print(
-            f"  {name:<14} {m['rows']:6d}  ROC-AUC {m['roc_auc']:.2f}  "
-            f"median {m['median_in_fault']:.2f} / {m['median_outside']:.2f}"
+            f"  {name:<14} {m['rows']:6d} missed, {m['unscored']:4d} of them unscored  "
+            f"ROC-AUC {m['roc_auc']:.2f}  median of scored rows in / outside the fault "
+            f"{m['median_in_fault']:.2f} / {m['median_outside']:.2f}"
         )
     for rule in ("streaming", "look-ahead"):
         for goal, point in result[rule].items():
