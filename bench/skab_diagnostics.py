@@ -23,6 +23,7 @@ Values near 1 or below mean the scales already cover the normal drift.
 
 Run:  .venv/bin/python bench/skab.py --variants memae --no-anomaly-free --scores-out /tmp/s0.npz
       .venv/bin/python bench/skab_diagnostics.py errors /tmp/s0.npz
+      .venv/bin/python bench/skab_diagnostics.py errors /tmp/s0.npz /tmp/s1.npz   # two seeds averaged
       .venv/bin/python bench/skab_diagnostics.py calibration        # 21 fits, ~5 min
       .venv/bin/python bench/skab_diagnostics.py drift              # seconds
 """
@@ -33,7 +34,7 @@ import argparse
 import os
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -82,12 +83,18 @@ def best_operating_points(labels: np.ndarray, scores: Callable[[float], np.ndarr
     return {"lowest_far_at_goal_mar": lowest_far, "lowest_mar_at_goal_far": lowest_mar}
 
 
+def average_scores(paths: Sequence[str]) -> dict[str, np.ndarray]:
+    """The mean normalised score per file over several runs (an ensemble of their models)."""
+    runs = [np.load(path) for path in paths]
+    return {key: np.mean([run[key] for run in runs], axis=0) for key in runs[0].files}
+
+
 def _median(values: np.ndarray) -> float:
     return float(np.median(values)) if values.size else float("nan")
 
 
-def errors(saved: Any, data: str, variant: str, window: int) -> dict[str, Any]:
-    names = [key.split("/", 1)[1] for key in saved.files if key.startswith(f"{variant}/")]
+def errors(saved: Mapping[str, np.ndarray], data: str, variant: str, window: int) -> dict[str, Any]:
+    names = [key.split("/", 1)[1] for key in saved if key.startswith(f"{variant}/")]
     if not names:
         raise SystemExit(f"no scores of variant {variant!r} in the file")
     labels = {n: read(data, n)["anomaly"].to_numpy().astype(np.int64)[TRAIN_ROWS:] for n in names}
@@ -228,7 +235,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", default=DEFAULT_DATA, help="SKAB data folder (default %(default)s)")
     commands = parser.add_subparsers(dest="command", required=True)
     err = commands.add_parser("errors", help="where the false alarms and misses are (post hoc)")
-    err.add_argument("scores", help=".npz written by bench/skab.py --scores-out")
+    err.add_argument(
+        "scores", nargs="+", help=".npz written by bench/skab.py --scores-out; several = their average"
+    )
     err.add_argument("--variant", default="memae")
     err.add_argument("--window", type=int, default=32, help="the model's window (rows)")
     cal = commands.add_parser("calibration", help="threshold statistics on normal data (label-free)")
@@ -244,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"SKAB data not found at {root}; skipping (pass --data)", file=sys.stderr)
         return 0
     if args.command == "errors":
-        _print_errors(errors(np.load(args.scores), root, args.variant, args.window))
+        _print_errors(errors(average_scores(args.scores), root, args.variant, args.window))
         return 0
     frame = read(root, "anomaly-free/anomaly-free.csv")
     starts = list(range(0, len(frame) - TRAIN_ROWS - FUTURE_ROWS + 1, TRAIN_ROWS))

@@ -109,6 +109,15 @@ def test_best_operating_points_scan_the_threshold_for_the_goal_bounds() -> None:
     assert low_mar["far"] == pytest.approx(0.1) and low_mar["mar"] == pytest.approx(0.4)
 
 
+def test_average_scores_is_the_per_file_mean_of_several_runs(tmp_path: Path) -> None:
+    from bench.skab_diagnostics import average_scores
+
+    np.savez(tmp_path / "a.npz", **{"memae/x.csv": np.array([1.0, np.nan, 3.0])})
+    np.savez(tmp_path / "b.npz", **{"memae/x.csv": np.array([3.0, np.nan, 1.0])})
+    averaged = average_scores([str(tmp_path / "a.npz"), str(tmp_path / "b.npz")])
+    np.testing.assert_array_equal(averaged["memae/x.csv"], [2.0, np.nan, 2.0])
+
+
 def test_calibration_finds_the_statistic_that_tracks_later_scores() -> None:
     from bench.skab_diagnostics import calibration
 
