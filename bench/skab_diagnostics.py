@@ -46,6 +46,7 @@ if REPO not in sys.path:
 
 from bench.run_options import add_run_options, apply_run_options  # noqa: E402
 from bench.skab import DEFAULT_DATA, TRAIN_ROWS, every_covering_window, read  # noqa: E402
+from memae_ts.estimator import MemAE  # noqa: E402
 from memae_ts.metrics import evaluate  # noqa: E402
 
 GOAL_FAR, GOAL_MAR = 0.1355, 0.2802  # the leaderboard Conv-AE's published row
@@ -109,7 +110,7 @@ def errors(saved: Mapping[str, np.ndarray], data: str, variant: str, window: int
             places[place] += count
         faulty = labels[n] == 1
         misses[n] = {
-            "rows": int(np.sum(~alarms & faulty)),
+            "missed": int(np.sum(~alarms & faulty)),
             "unscored": int(np.sum(~scored & faulty)),
             # Unscored rows rank lowest, as in the pooled figures (nan_policy="normal").
             "roc_auc": evaluate(labels[n], test, 1.0, nan_policy="normal")["roc_auc"],
@@ -131,7 +132,7 @@ def errors(saved: Mapping[str, np.ndarray], data: str, variant: str, window: int
         "negatives": int(np.sum(pooled == 0)),
         "positives": int(np.sum(pooled == 1)),
         "false_alarms": places,
-        "misses": dict(sorted(misses.items(), key=lambda item: -item[1]["rows"])),
+        "misses": dict(sorted(misses.items(), key=lambda item: -item[1]["missed"])),
         "streaming": best_operating_points(pooled, rule(None)),
         "look-ahead": best_operating_points(pooled, rule(window)),
     }
@@ -143,11 +144,11 @@ def _print_errors(result: dict[str, Any]) -> None:
     print("false alarms (% of normal rows):")
     for place, count in result["false_alarms"].items():
         print(f"  {place:<16} {count:6d}  {100 * count / negatives:5.1f} %")
-    total = sum(m["rows"] for m in result["misses"].values())
+    total = sum(m["missed"] for m in result["misses"].values())
     print(f"misses: {total} rows; the five files with most:")
     for name, m in list(result["misses"].items())[:5]:
         print(
-            f"  {name:<14} {m['rows']:6d} missed, {m['unscored']:4d} of them unscored  "
+            f"  {name:<14} {m['missed']:6d} missed, {m['unscored']:4d} of them unscored  "
             f"ROC-AUC {m['roc_auc']:.2f}  median of scored rows in / outside the fault "
             f"{m['median_in_fault']:.2f} / {m['median_outside']:.2f}"
         )
@@ -164,7 +165,6 @@ def chunk_scores(frame: pd.DataFrame, start: int, params: dict[str, Any]) -> dic
     """Fit on rows start..start+400 (no margin), score the 800 rows after; the estimator's own
     split: training windows end before the held-out rows, held-out windows lie inside them."""
     from memae_ts.data import DataWarning
-    from memae_ts.estimator import MemAE
 
     part = frame.iloc[start : start + TRAIN_ROWS + FUTURE_ROWS].reset_index(drop=True)
     with warnings.catch_warnings():
@@ -202,16 +202,15 @@ def calibration(chunks: Sequence[dict[str, np.ndarray]]) -> dict[str, dict[str, 
             "share_above_sd": float(above.std()),
             "share_above_max": float(above.max()),
         }
-    default = STATISTICS["held-out 0.995 quantile (the default)"]
-    out["default rule x1.5: share of future normal rows above"] = {
-        "mean": float(np.mean([np.mean(c["future"] / default(c) >= 1.5) for c in chunks]))
+    default, margin = STATISTICS["held-out 0.995 quantile (the default)"], MemAE().threshold_margin
+    out[f"default rule x{margin:g}: share of future normal rows above"] = {
+        "mean": float(np.mean([np.mean(c["future"] / default(c) >= margin) for c in chunks]))
     }
     return out
 
 
 def drift(frame: pd.DataFrame, starts: Sequence[int]) -> dict[str, float]:
     """Median over chunks of RMS(next 800 rows - centre) / scale, per sensor."""
-    from memae_ts.estimator import MemAE
     from memae_ts.scaling import Scaler
 
     defaults = MemAE()
@@ -239,13 +238,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "scores", nargs="+", help=".npz written by bench/skab.py --scores-out; several = their average"
     )
     err.add_argument("--variant", default="memae")
-    err.add_argument("--window", type=int, default=32, help="the model's window (rows)")
+    err.add_argument(
+        "--window", type=int, default=MemAE().window, help="the models' window in rows (default %(default)s)"
+    )
     cal = commands.add_parser("calibration", help="threshold statistics on normal data (label-free)")
-    commands.add_parser("drift", help="normal drift in units of the fitted scales (label-free)")
     cal.add_argument("--seed", type=int, default=0)
     cal.add_argument("--chunks", type=int, default=None, help="use only the first N chunks")
     cal.add_argument("--epochs", type=int, default=None, help="override the default epochs (smoke runs)")
     add_run_options(cal)
+    commands.add_parser("drift", help="normal drift in units of the fitted scales (label-free)")
     args = parser.parse_args(argv)
 
     root = os.path.normpath(args.data)

@@ -69,7 +69,7 @@ def test_skab_smoke_one_file_beats_chance(tmp_path: Path) -> None:
     found = errors(saved, str(SKAB), "memae", 32)
     assert found["negatives"] + found["positives"] == metrics["n_rows"]
     assert sum(found["false_alarms"].values()) == metrics["fp"]
-    assert sum(m["rows"] for m in found["misses"].values()) == metrics["fn"]
+    assert sum(m["missed"] for m in found["misses"].values()) == metrics["fn"]
     assert found["misses"]["valve1/0.csv"]["roc_auc"] == pytest.approx(metrics["roc_auc"], abs=1e-9)
 
 
