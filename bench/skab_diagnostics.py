@@ -1,4 +1,4 @@
-"""Why the SKAB FAR goal is missed: two diagnostics behind docs/benchmarks.md.
+"""Why the SKAB FAR goal is missed: three diagnostics behind docs/benchmarks.md.
 
 `errors` (post hoc, reads test labels; never used to choose anything): from the per-file scores
 that `bench/skab.py --scores-out` saved, where the false alarms fall (before the fault, within
