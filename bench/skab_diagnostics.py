@@ -70,12 +70,12 @@ def false_alarm_places(labels: np.ndarray, alarms: np.ndarray, window: int) -> d
     }
 
 
-def best_operating_points(labels: np.ndarray, scores: Callable[[float], np.ndarray]) -> dict[str, Any]:
+def best_operating_points(labels: np.ndarray, normalised: np.ndarray) -> dict[str, Any]:
     """Scan the threshold (as a multiple of each file's own) for the two goal-bound optima."""
     lowest_far: dict[str, Any] | None = None
     lowest_mar: dict[str, Any] | None = None
     for margin in MARGINS:
-        m = evaluate(labels, scores(float(margin)), 1.0, nan_policy="normal")
+        m = evaluate(labels, normalised / margin, 1.0, nan_policy="normal")
         point = {"margin": float(margin), "f1": m["f1"], "far": m["far"], "mar": m["mar"]}
         if m["mar"] <= GOAL_MAR and (lowest_far is None or m["far"] < lowest_far["far"]):
             lowest_far = point
@@ -118,23 +118,16 @@ def errors(saved: Mapping[str, np.ndarray], data: str, variant: str, window: int
             "median_outside": _median(test[scored & ~faulty]),
         }
     pooled = np.concatenate([labels[n] for n in names])
-
-    def rule(ahead: int | None) -> Callable[[float], np.ndarray]:
-        def scores(margin: float) -> np.ndarray:
-            parts = [full[n] / margin for n in names]
-            if ahead is not None:
-                parts = [every_covering_window(p, ahead) for p in parts]
-            return np.concatenate([p[TRAIN_ROWS:] for p in parts])
-
-        return scores
-
+    streaming = np.concatenate([full[n][TRAIN_ROWS:] for n in names])
+    # The lowest of the covering windows scales with the threshold, so one pass serves every margin.
+    ahead = np.concatenate([every_covering_window(full[n], window)[TRAIN_ROWS:] for n in names])
     return {
         "negatives": int(np.sum(pooled == 0)),
         "positives": int(np.sum(pooled == 1)),
         "false_alarms": places,
         "misses": dict(sorted(misses.items(), key=lambda item: -item[1]["missed"])),
-        "streaming": best_operating_points(pooled, rule(None)),
-        "look-ahead": best_operating_points(pooled, rule(window)),
+        "streaming": best_operating_points(pooled, streaming),
+        "look-ahead": best_operating_points(pooled, ahead),
     }
 
 
@@ -161,6 +154,12 @@ def _print_errors(result: dict[str, Any]) -> None:
             print(f"{rule:<10} {goal:<24} {text}")
 
 
+def fitted_rows(validation_fraction: float) -> int:
+    """Rows of a 400-row training part before the estimator's held-out split (its last
+    `validation_fraction`, as `memae_ts.estimator` cuts it)."""
+    return round(TRAIN_ROWS * (1 - validation_fraction))
+
+
 def chunk_scores(frame: pd.DataFrame, start: int, params: dict[str, Any]) -> dict[str, np.ndarray]:
     """Fit on rows start..start+400 (no margin), score the 800 rows after; the estimator's own
     split: training windows end before the held-out rows, held-out windows lie inside them."""
@@ -171,7 +170,7 @@ def chunk_scores(frame: pd.DataFrame, start: int, params: dict[str, Any]) -> dic
         warnings.simplefilter("ignore", DataWarning)  # few held-out windows: expected here
         model = MemAE(**params, threshold_margin=1.0).fit(part.iloc[:TRAIN_ROWS])
     scores = model.score_samples(part)
-    cut = round(TRAIN_ROWS * (1 - model.validation_fraction))
+    cut = fitted_rows(model.validation_fraction)
     return {
         "train": scores[model.window - 1 : cut],
         "held": scores[cut + model.window - 1 : TRAIN_ROWS],
@@ -215,12 +214,12 @@ def drift(frame: pd.DataFrame, starts: Sequence[int]) -> dict[str, float]:
 
     defaults = MemAE()
     sensors = [c for c in frame.columns if c != "datetime"]
-    fitted_rows = round(TRAIN_ROWS * (1 - defaults.validation_fraction))
+    fitted = fitted_rows(defaults.validation_fraction)
     ratios = []
     for start in starts:
         values = frame[sensors].to_numpy(np.float64)[start : start + TRAIN_ROWS + FUTURE_ROWS]
         scaler = Scaler.fit(
-            values[:fitted_rows], defaults.scaler, sensors, min_relative_scale=defaults.min_relative_scale
+            values[:fitted], defaults.scaler, sensors, min_relative_scale=defaults.min_relative_scale
         )
         future = values[TRAIN_ROWS:]
         ratios.append(np.sqrt(np.mean((future - scaler.center) ** 2, axis=0)) / scaler.scale)

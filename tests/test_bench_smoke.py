@@ -100,7 +100,7 @@ def test_best_operating_points_scan_the_threshold_for_the_goal_bounds() -> None:
 
     labels = np.array([0] * 10 + [1] * 10)
     scores = np.r_[np.linspace(0.1, 1.0, 10), np.linspace(0.55, 1.45, 10)]
-    found = best_operating_points(labels, lambda margin: scores / margin)
+    found = best_operating_points(labels, scores)
     low_far = found["lowest_far_at_goal_mar"]
     # MAR <= 28.02 % allows 2 misses of 10; the threshold then sits above 0.65 (FAR 3/10).
     assert low_far["mar"] == pytest.approx(0.2) and low_far["far"] == pytest.approx(0.3)
