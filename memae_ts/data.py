@@ -1,16 +1,16 @@
-"""Reading sensor CSVs into a checked, typed table.
+"""Reading sensor data into a checked, typed table, deciding once which columns are sensors.
 
-Plant exports are messy: `;` or `,` separators, decimal commas, a timestamp column with any name,
-label columns next to the sensors, text status columns. This module decides once, in one place,
-which columns are sensors, and turns every problem into a `DataError` that names the file,
-column and line, so a plant engineer never sees a pandas traceback.
+Plant exports are messy: a timestamp column with any name and format, label columns next to the
+sensors, text status columns, quality markers (`Bad`, `I/O Timeout`, `Shutdown`) inside sensor
+columns, several machines in one file. This module decides once, in one place, what each column
+is, records every decision in a `DataSummary`, and turns every problem into a `DataError` that
+names the file, column, line and the option that fixes it, so a plant engineer never sees a
+pandas traceback and nothing is dropped without a word.
 """
 
 from __future__ import annotations
 
-import csv
 import os
-import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -19,11 +19,29 @@ import numpy as np
 import pandas as pd
 
 from memae_ts.errors import DataError
+from memae_ts.reading import RawTable, ReadOptions, read_table, sniff_separator
+from memae_ts.summary import EMPTY, DataSummary
+from memae_ts.timeparse import parse_time_column
 
-TIME_COLUMN_NAMES = ("timestamp", "datetime", "time", "date", "ts", "date_time", "time_stamp")
+__all__ = [
+    "DEFAULT_LABEL_COLUMNS",
+    "DataWarning",
+    "ReadOptions",
+    "SensorData",
+    "array_to_sensor_data",
+    "asset_rows",
+    "frame_to_sensor_data",
+    "load_csv",
+    "load_data",
+    "sniff_separator",
+]
+
+TIME_COLUMN_NAMES = ("timestamp", "datetime", "time", "date", "ts", "date_time", "time_stamp", "zeit")
 DEFAULT_LABEL_COLUMNS = ("anomaly", "label", "changepoint")
-_SEPARATORS = [",", ";", "\t", "|"]
-_DECIMAL_COMMA = re.compile(r"^\s*[-+]?\d+,\d+(?:[eE][-+]?\d+)?\s*$")
+FAULT_LABEL_COLUMNS = ("anomaly", "label")  # what `fit` reads as labelled faults when not told
+MIN_NUMERIC_SHARE = 0.5  # a column with at least this share of numbers is a sensor with gaps
+MAX_SILENT_DUPLICATE_SHARE = 0.01  # more repeated timestamps than this is an error, not a warning
+MAX_ASSET_VALUES = 1000
 
 
 class DataWarning(UserWarning):
@@ -32,11 +50,12 @@ class DataWarning(UserWarning):
 
 @dataclass
 class SensorData:
-    """A sensor table in file order after sorting by (asset, time).
+    """A sensor table after sorting by (asset, time).
 
-    `values` keeps NaN where a reading is missing: the windowing step decides what to fill.
-    `row_numbers` are the 1-based line numbers in the source file (header is line 1), so any
-    later message can point back at the file.
+    `values` keeps NaN where a reading is missing: the windowing step decides what to fill;
+    `invalid` marks the cells that held a quality marker rather than nothing. `row_numbers`
+    are the line numbers in the source file (header is line 1), so any later message can point
+    back at the file.
     """
 
     source: str
@@ -52,133 +71,35 @@ class SensorData:
     ignored_columns: list[str] = field(default_factory=list)
     n_source_rows: int = 0
     changepoints: np.ndarray | None = None  # a second 0/1 label column (SKAB's `changepoint`)
+    invalid: np.ndarray | None = None
+    positions: np.ndarray | None = None  # 0-based position of each row in the input
+    summary: DataSummary = field(default_factory=lambda: DataSummary("<unknown>", "unknown"))
 
     def __len__(self) -> int:
         return int(self.values.shape[0])
 
 
-def sniff_separator(path: str) -> str:
-    """Pick the delimiter from the first lines: pandas' python sniffer is slow on big files."""
-    with open(path, encoding="utf-8-sig", errors="replace") as handle:
-        head = handle.read(64 * 1024)
-    lines = [line for line in head.splitlines()[:50] if line.strip()]
-    if not lines:
-        return ","
-    try:
-        return csv.Sniffer().sniff("\n".join(lines), delimiters="".join(_SEPARATORS)).delimiter
-    except csv.Error:
-        counts = {sep: lines[0].count(sep) for sep in _SEPARATORS}
-        best = max(counts, key=lambda sep: counts[sep])
-        return best if counts[best] > 0 else ","
+@dataclass(frozen=True)
+class ColumnRoles:
+    """What the caller fixed about the columns; everything None is detected."""
+
+    time_column: str | None = None
+    sensors: Sequence[str] | None = None
+    exclude: Sequence[str] = ()
+    label_column: str | None = None
+    asset_column: str | None = None
+    changepoint_column: str | None = None
+    require_labels: bool = False
+    detect_labels: bool = False  # read an `anomaly`/`label` column as labels when not named
+    drop_duplicates: bool = False  # allow dropping more than a small share of repeated times
 
 
-def _read_table(path: str, sep: str | None) -> tuple[pd.DataFrame, str]:
-    if not os.path.exists(path):
-        raise DataError(f"{path}: file not found")
-    if os.path.isdir(path):
-        raise DataError(f"{path}: is a directory, expected a CSV file")
-    if os.path.getsize(path) == 0:
-        raise DataError(f"{path}: file is empty")
-    separator = sep or sniff_separator(path)
-    try:
-        frame = pd.read_csv(path, sep=separator, encoding="utf-8-sig", skipinitialspace=True)
-    except pd.errors.EmptyDataError as exc:
-        raise DataError(f"{path}: file has no header or data") from exc
-    except pd.errors.ParserError as exc:
-        raise DataError(f"{path}: cannot parse as CSV (separator {separator!r}): {exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not a UTF-8 text file ({exc.reason})") from exc
-    frame.columns = [str(column).strip() for column in frame.columns]
-    duplicated = frame.columns[frame.columns.duplicated()].tolist()
-    if duplicated:
-        raise DataError(f"{path}: duplicate column names {duplicated}")
-    if len(frame) == 0:
-        raise DataError(f"{path}: header only, no data rows")
-    return frame, separator
-
-
-def _find_column(frame: pd.DataFrame, name: str, path: str, what: str) -> str:
-    if name in frame.columns:
-        return name
-    lowered = {column.lower(): column for column in frame.columns}
-    if name.lower() in lowered:
-        return lowered[name.lower()]
-    raise DataError(f"{path}: {what} column {name!r} not found; columns are {list(frame.columns)}")
-
-
-def _looks_like_time(series: pd.Series) -> bool:
-    if pd.api.types.is_datetime64_any_dtype(series):
-        return True
-    if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
-        return False
-    sample = series.dropna().astype(str).head(50)
-    if sample.empty:
-        return False
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        parsed = pd.to_datetime(sample, errors="coerce", utc=True, format="mixed")
-    return bool(parsed.notna().mean() >= 0.9)
-
-
-def detect_time_column(frame: pd.DataFrame) -> str | None:
-    """A column named like a timestamp, else the first text column that parses as dates."""
-    for column in frame.columns:
-        if column.lower() in TIME_COLUMN_NAMES:
-            return column
-    for column in frame.columns:
-        if _looks_like_time(frame[column]):
-            return column
-    return None
-
-
-def _parse_times(series: pd.Series, path: str, column: str, rows: np.ndarray) -> pd.DatetimeIndex:
-    if pd.api.types.is_numeric_dtype(series):
-        # Epoch seconds (or milliseconds when the magnitude says so).
-        numbers = series.astype("float64")
-        unit = "ms" if numbers.abs().max() > 1e11 else "s"
-        parsed = pd.to_datetime(numbers, unit=unit, utc=True, errors="coerce")
-    else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            parsed = pd.to_datetime(series, errors="coerce", utc=True, format="mixed")
-    bad = np.flatnonzero(parsed.isna().to_numpy())
-    if bad.size:
-        examples = ", ".join(f"line {rows[i]} ({series.iloc[i]!r})" for i in bad[:3])
-        raise DataError(
-            f"{path}: {bad.size} value(s) in time column {column!r} are not timestamps: {examples}"
-        )
-    return pd.DatetimeIndex(parsed)
-
-
-def _to_numeric(series: pd.Series, decimal_comma: bool) -> pd.Series:
-    if pd.api.types.is_bool_dtype(series):
-        return series.astype("float64")
-    if pd.api.types.is_numeric_dtype(series):
-        return series.astype("float64")
-    text = series.astype("string").str.strip()
-    if decimal_comma:
-        text = text.str.replace(",", ".", regex=False)
-    return pd.to_numeric(text, errors="coerce").astype("float64")
-
-
-def _mostly_numeric(series: pd.Series, decimal_comma: bool) -> bool:
-    present = series.dropna()
-    if present.empty:
-        return False
-    numeric = _to_numeric(present, decimal_comma)
-    return bool(numeric.notna().mean() >= 0.9)
-
-
-def _uses_decimal_comma(frame: pd.DataFrame, separator: str) -> bool:
-    if separator == ",":
-        return False
-    for column in frame.columns:
-        series = frame[column]
-        if series.dtype == object or pd.api.types.is_string_dtype(series):
-            sample = series.dropna().astype(str).head(50)
-            if len(sample) and sample.map(lambda v: bool(_DECIMAL_COMMA.match(v))).mean() > 0.5:
-                return True
-    return False
+def load_data(
+    path: str | os.PathLike[str], roles: ColumnRoles | None = None, options: ReadOptions | None = None
+) -> SensorData:
+    """Read a CSV, Parquet file or directory, Excel sheet or `-` (stdin) into a SensorData."""
+    options = options or ReadOptions()
+    return table_to_sensor_data(read_table(path, options), roles or ColumnRoles(), options)
 
 
 def load_csv(
@@ -192,27 +113,31 @@ def load_csv(
     sep: str | None = None,
     require_labels: bool = False,
     changepoint_column: str | None = None,
+    options: ReadOptions | None = None,
+    detect_labels: bool = False,
+    drop_duplicates: bool = False,
 ) -> SensorData:
-    """Read a sensor CSV.
+    """Read a sensor file (keyword form of `load_data`).
 
-    `sensors` fixes the sensor columns (a trained model's); otherwise the numeric columns are
-    used, minus `exclude`, the time, asset and label columns (`anomaly`, `label`, `changepoint`
-    are never inputs).
+    `sensors` fixes the sensor columns (a trained model's); otherwise the mostly numeric columns
+    are used, minus `exclude`, the time, asset and label columns (`anomaly`, `label`,
+    `changepoint` are never inputs).
     """
-    path = os.fspath(path)
-    frame, separator = _read_table(path, sep)
-    return frame_to_sensor_data(
-        frame,
-        source=path,
+    options = options or ReadOptions()
+    if sep is not None:
+        options = replace(options, sep=sep)
+    roles = ColumnRoles(
         time_column=time_column,
         sensors=sensors,
         exclude=exclude,
         label_column=label_column,
         asset_column=asset_column,
-        decimal_comma=_uses_decimal_comma(frame, separator),
-        require_labels=require_labels,
         changepoint_column=changepoint_column,
+        require_labels=require_labels,
+        detect_labels=detect_labels,
+        drop_duplicates=drop_duplicates,
     )
+    return load_data(path, roles, options)
 
 
 def frame_to_sensor_data(
@@ -227,39 +152,127 @@ def frame_to_sensor_data(
     decimal_comma: bool = False,
     require_labels: bool = False,
     changepoint_column: str | None = None,
+    options: ReadOptions | None = None,
+    detect_labels: bool = False,
+    drop_duplicates: bool = False,
 ) -> SensorData:
-    """Same checks as `load_csv` for a DataFrame already in memory (the Python API)."""
+    """Same checks as `load_data` for a DataFrame already in memory (the Python API).
+
+    A DataFrame indexed by time keeps its times: the index becomes the time column.
+    """
     if len(frame) == 0:
         raise DataError(f"{source}: no data rows")
-    frame = frame.reset_index(drop=True)  # positions, not labels: results come back in input order
-    frame.columns = [str(column) for column in frame.columns]
-    rows = np.arange(len(frame), dtype=np.int64) + 2  # line numbers: header is line 1
-
-    if time_column is not None:
-        time_column = _find_column(frame, time_column, source, "time")
+    if isinstance(frame.index, pd.DatetimeIndex) and time_column is None:
+        name = frame.index.name or "timestamp"
+        if name in frame.columns:
+            raise DataError(f"{source}: the time index is named {name!r} like a column; rename one")
+        frame = frame.rename_axis(name).reset_index()
+        time_column = name
     else:
-        time_column = detect_time_column(frame)
-    if asset_column is not None:
-        asset_column = _find_column(frame, asset_column, source, "asset")
+        frame = frame.reset_index(drop=True)  # positions: results come back in input order
+    frame.columns = [str(column) for column in frame.columns]
+    duplicated = frame.columns[frame.columns.duplicated()].tolist()
+    if duplicated:
+        raise DataError(f"{source}: duplicate column names {duplicated}")
+    table = RawTable(
+        frame=frame,
+        source=source,
+        lines=np.arange(len(frame), dtype=np.int64) + 2,
+        file_format="DataFrame",
+        decimal="," if decimal_comma else ".",
+    )
+    roles = ColumnRoles(
+        time_column=time_column,
+        sensors=sensors,
+        exclude=exclude,
+        label_column=label_column,
+        asset_column=asset_column,
+        changepoint_column=changepoint_column,
+        require_labels=require_labels,
+        detect_labels=detect_labels,
+        drop_duplicates=drop_duplicates,
+    )
+    return table_to_sensor_data(table, roles, options or ReadOptions())
+
+
+def array_to_sensor_data(array: object, sensors: Sequence[str] | None = None) -> SensorData:
+    """A 2-D numeric array: rows equally spaced in time, columns are the sensors (named x0, x1, …
+    unless a model's sensors are given, matched by position)."""
+    values = np.asarray(array)
+    if values.ndim == 1:
+        values = values.reshape(-1, 1)
+    if values.ndim != 2 or not np.issubdtype(values.dtype, np.number):
+        raise DataError(
+            f"<array>: expected a 2-D numeric array (rows × sensors), got shape {values.shape} "
+            f"of {values.dtype}"
+        )
+    names = list(sensors) if sensors is not None else [f"x{j}" for j in range(values.shape[1])]
+    if len(names) != values.shape[1]:
+        raise DataError(f"<array>: {values.shape[1]} columns, the model expects {len(names)} sensors {names}")
+    frame = pd.DataFrame(values.astype(np.float64), columns=names)
+    data = frame_to_sensor_data(frame, source="<array>", sensors=sensors)
+    data.summary.file_format = "numpy array"
+    return data
+
+
+# ---------------------------------------------------------------------- the table's meaning
+def table_to_sensor_data(table: RawTable, roles: ColumnRoles, options: ReadOptions) -> SensorData:
+    frame, source, lines = table.frame, table.source, table.lines
+    summary = DataSummary(
+        source=source,
+        file_format=table.file_format,
+        rows_read=len(frame),
+        encoding=table.encoding,
+        separator=table.separator,
+        decimal=table.decimal,
+        skipped_rows=table.skipped_rows,
+        blank_lines=table.blank_lines,
+    )
+    decimal_comma = table.decimal == ","
+    time_column = (
+        _find_column(frame, roles.time_column, source, "time", "--time-column")
+        if roles.time_column is not None
+        else detect_time_column(frame)
+    )
+    asset_column = (
+        _find_column(frame, roles.asset_column, source, "asset", "--asset-column")
+        if roles.asset_column is not None
+        else None
+    )
+    label_column = roles.label_column
     if label_column is not None:
-        label_column = _find_column(frame, label_column, source, "label")
-    elif require_labels:
+        label_column = _find_column(frame, label_column, source, "label", "--label-column")
+    elif roles.require_labels:
         raise DataError(f"{source}: a label column is needed (--label-column)")
+    elif roles.detect_labels:
+        label_column = next((c for c in frame.columns if c.lower() in FAULT_LABEL_COLUMNS), None)
+    changepoint_column = roles.changepoint_column
     if changepoint_column is not None:
-        changepoint_column = _find_column(frame, changepoint_column, source, "label")
+        changepoint_column = _find_column(frame, changepoint_column, source, "label", "--changepoint-column")
 
     reserved = {c for c in (time_column, asset_column, label_column, changepoint_column) if c is not None}
     reserved |= {c for c in frame.columns if c.lower() in DEFAULT_LABEL_COLUMNS}
-    excluded = {_find_column(frame, name, source, "excluded") for name in exclude}
-    ignored: list[str] = []
+    excluded = {_find_column(frame, name, source, "excluded", "--exclude") for name in roles.exclude}
+    na_values = tuple(options.na_values)
 
-    if sensors is not None:
-        missing = [name for name in sensors if name not in frame.columns]
+    sensor_names: list[str] = []
+    columns: dict[str, tuple[np.ndarray, np.ndarray, dict[str, int]]] = {}
+    if roles.sensors is not None:
+        missing = [name for name in roles.sensors if name not in frame.columns]
         if missing:
             raise DataError(
-                f"{source}: sensor column(s) {missing} are missing; the model expects {list(sensors)}"
+                f"{source}: sensor column(s) {missing} are missing; the model expects {list(roles.sensors)}"
             )
-        sensor_names = list(sensors)
+        sensor_names = list(roles.sensors)
+        for column in sensor_names:
+            read = _read_sensor(frame[column], decimal_comma, na_values)
+            if read is None or read[3] < MIN_NUMERIC_SHARE:
+                share = 0.0 if read is None else read[3]
+                raise DataError(
+                    f"{source}: column {column!r} is mostly text ({100 * (1 - share):.0f} % of its values "
+                    f"are not numbers, e.g. {_text_examples(frame[column])}); the model needs readings there"
+                )
+            columns[column] = read[:3]
         extra = [
             c
             for c in frame.columns
@@ -274,55 +287,79 @@ def frame_to_sensor_data(
                 DataWarning,
                 stacklevel=2,
             )
-            ignored.extend(extra)
+            summary.ignored.extend([c, "not a sensor of the model"] for c in extra)
     else:
-        sensor_names = []
         for column in frame.columns:
-            if column in reserved or column in excluded:
+            if column in reserved:
                 continue
-            series = frame[column]
-            if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
-                sensor_names.append(column)
-            elif _mostly_numeric(series, decimal_comma):
-                sensor_names.append(column)  # numeric column with a few bad cells: reported below
+            if column in excluded:
+                summary.ignored.append([column, "excluded (--exclude)"])
+                continue
+            read = _read_sensor(frame[column], decimal_comma, na_values)
+            if read is None:
+                summary.ignored.append([column, "empty: no values"])
+            elif read[3] < MIN_NUMERIC_SHARE:
+                summary.ignored.append(
+                    [
+                        column,
+                        f"text: {100 * (1 - read[3]):.0f} % of its values are not numbers "
+                        f"(e.g. {_text_examples(frame[column])})",
+                    ]
+                )
             else:
-                ignored.append(column)
+                sensor_names.append(column)
+                columns[column] = read[:3]
         if not sensor_names:
-            raise DataError(f"{source}: no numeric sensor columns found (columns: {list(frame.columns)})")
+            raise DataError(
+                f"{source}: no numeric sensor columns found (columns: {list(frame.columns)}); "
+                "a sensor column needs numbers in at least half of its cells"
+            )
 
-    values = np.empty((len(frame), len(sensor_names)), dtype=np.float64)
+    n = len(frame)
+    values = np.empty((n, len(sensor_names)), dtype=np.float64)
+    invalid = np.zeros((n, len(sensor_names)), dtype=bool)
     for j, column in enumerate(sensor_names):
-        raw = frame[column]
-        numeric = _to_numeric(raw, decimal_comma)
-        bad = np.flatnonzero(numeric.isna().to_numpy() & raw.notna().to_numpy())
-        if bad.size:
-            examples = ", ".join(f"line {rows[i]} ({raw.iloc[i]!r})" for i in bad[:3])
-            raise DataError(f"{source}: column {column!r} has {bad.size} non-numeric value(s): {examples}")
-        column_values = numeric.to_numpy(dtype=np.float64)
+        column_values, column_invalid, counts = columns[column]
         infinite = np.flatnonzero(np.isinf(column_values))
         if infinite.size:
-            raise DataError(f"{source}: column {column!r} has infinite values at line {rows[infinite[0]]}")
-        values[:, j] = column_values
+            raise DataError(f"{source}: column {column!r} has infinite values at line {lines[infinite[0]]}")
         if np.all(np.isnan(column_values)):
             raise DataError(f"{source}: sensor column {column!r} is empty")
+        values[:, j] = column_values
+        invalid[:, j] = column_invalid
+        summary.missing[column] = counts
+    _warn_markers(source, summary.missing)
 
     timestamps = None
     if time_column is not None:
-        timestamps = _parse_times(frame[time_column], source, time_column, rows)
+        timestamps, parse = parse_time_column(
+            frame[time_column],
+            source=source,
+            column=time_column,
+            rows=lines,
+            time_format=options.time_format,
+            dayfirst=options.dayfirst,
+            tz=options.tz,
+        )
+        summary.time = parse.to_dict()
     assets = None
     if asset_column is not None:
         asset_series = frame[asset_column]
         if asset_series.isna().any():
-            line = rows[int(np.flatnonzero(asset_series.isna().to_numpy())[0])]
+            line = lines[int(np.flatnonzero(asset_series.isna().to_numpy())[0])]
             raise DataError(f"{source}: asset column {asset_column!r} is empty at line {line}")
-        assets = asset_series.astype(str).to_numpy(dtype=object)
+        assets = asset_series.astype(str).str.strip().to_numpy(dtype=object)
     labels = None
     if label_column is not None:
-        labels = _label_values(frame[label_column], source, rows, decimal_comma)
+        labels = _label_values(frame[label_column], source, lines, decimal_comma)
     changepoints = None
     if changepoint_column is not None:
-        changepoints = _label_values(frame[changepoint_column], source, rows, decimal_comma)
+        changepoints = _label_values(frame[changepoint_column], source, lines, decimal_comma)
 
+    summary.sensors = list(sensor_names)
+    summary.asset_column = asset_column
+    summary.label_column = label_column
+    summary.labelled_rows = None if labels is None else int(labels.sum())
     data = SensorData(
         source=source,
         sensors=sensor_names,
@@ -330,35 +367,141 @@ def frame_to_sensor_data(
         timestamps=timestamps,
         assets=assets,
         labels=labels,
-        row_numbers=rows,
+        row_numbers=lines,
         time_column=time_column,
         asset_column=asset_column,
         label_column=label_column,
-        ignored_columns=ignored,
-        n_source_rows=len(frame),
+        ignored_columns=[column for column, _ in summary.ignored],
+        n_source_rows=n,
         changepoints=changepoints,
+        invalid=invalid,
+        positions=np.arange(n, dtype=np.int64),
+        summary=summary,
     )
-    return _sorted_and_deduplicated(data)
+    if asset_column is None and timestamps is not None:
+        summary.suspected_asset = suspect_asset_column(frame, timestamps, exclude=reserved | excluded)
+    data = _sorted_and_deduplicated(data, roles.drop_duplicates)
+    describe_sampling(data)
+    return data
 
 
-def _take(data: SensorData, order: np.ndarray) -> SensorData:
-    return replace(
-        data,
-        values=data.values[order],
-        timestamps=None if data.timestamps is None else data.timestamps[order],
-        assets=None if data.assets is None else data.assets[order],
-        labels=None if data.labels is None else data.labels[order],
-        changepoints=None if data.changepoints is None else data.changepoints[order],
-        row_numbers=data.row_numbers[order],
-    )
+def _find_column(frame: pd.DataFrame, name: str, path: str, what: str, option: str) -> str:
+    if name in frame.columns:
+        return name
+    lowered = {column.lower(): column for column in frame.columns}
+    if name.lower() in lowered:
+        return lowered[name.lower()]
+    raise DataError(f"{path}: {what} column {name!r} not found ({option}); columns are {list(frame.columns)}")
+
+
+def detect_time_column(frame: pd.DataFrame) -> str | None:
+    """A column named like a timestamp, else a datetime-typed column, else the first text column
+    most of whose values look like dates."""
+    for column in frame.columns:
+        if column.lower() in TIME_COLUMN_NAMES:
+            return column
+    for column in frame.columns:
+        if pd.api.types.is_datetime64_any_dtype(frame[column]):
+            return column
+    for column in frame.columns:
+        if _looks_like_time(frame[column]):
+            return column
+    return None
+
+
+def _looks_like_time(series: pd.Series) -> bool:
+    if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+        return False
+    sample = series.dropna().astype(str).head(50)
+    if sample.empty:
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        parsed = pd.to_datetime(sample, errors="coerce", utc=True, format="mixed")
+    return bool(parsed.notna().mean() >= 0.9)
+
+
+def _read_sensor(
+    raw: pd.Series, decimal_comma: bool, na_values: tuple[str, ...]
+) -> tuple[np.ndarray, np.ndarray, dict[str, int], float] | None:
+    """Numbers of one column, the cells that held a marker, the count per marker (and of empty
+    cells), and the share of numbers among the cells that are neither empty nor a listed marker;
+    None for a column with no values at all."""
+    if pd.api.types.is_bool_dtype(raw) or pd.api.types.is_numeric_dtype(raw):
+        values = raw.astype("float64").to_numpy(copy=True)
+        empty = np.isnan(values)
+        given = np.zeros(len(values), dtype=bool)
+        counts: dict[str, int] = {EMPTY: int(empty.sum())} if empty.any() else {}
+        for marker in na_values:
+            try:
+                number = float(marker.replace(",", ".") if decimal_comma else marker)
+            except ValueError:
+                continue
+            hit = values == number
+            if hit.any():
+                counts[marker] = int(hit.sum())
+                given |= hit
+        values[given] = np.nan
+        if empty.all():
+            return None
+        return values, given, counts, 1.0 if (~empty & ~given).any() else 0.0
+    text = raw.astype("string").str.strip()
+    empty = (text.isna() | (text == "")).to_numpy(dtype=bool)
+    if empty.all():
+        return None
+    given = text.isin(list(na_values)).fillna(False).to_numpy(dtype=bool)
+    numeric_text = text.str.replace(",", ".", regex=False) if decimal_comma else text
+    values = pd.to_numeric(numeric_text, errors="coerce").astype("float64").to_numpy(copy=True)
+    values[given] = np.nan
+    is_number = ~np.isnan(values)
+    marked = ~empty & ~is_number
+    counts = {EMPTY: int(empty.sum())} if empty.any() else {}
+    for marker, count in text[marked].value_counts(sort=True).items():
+        counts[str(marker)] = int(count)
+    unlisted = int((~empty & ~given).sum())
+    share = float(is_number.sum()) / unlisted if unlisted else 0.0
+    return values, marked, counts, share
+
+
+def _text_examples(raw: pd.Series) -> str:
+    text = raw.dropna().astype(str).str.strip()
+    numeric = pd.to_numeric(text.str.replace(",", ".", regex=False), errors="coerce")
+    words = text[numeric.isna() & (text != "")].unique()[:3]
+    return ", ".join(repr(w) for w in words) or "none"
+
+
+def _warn_markers(source: str, missing: dict[str, dict[str, int]]) -> None:
+    """Quality markers are read as missing values; the API user hears it here, the CLI user in the
+    summary too."""
+    parts = []
+    for sensor, counts in missing.items():
+        markers = {m: n for m, n in counts.items() if m != EMPTY}
+        if markers:
+            listed = ", ".join(f"{m!r} {n}" for m, n in list(markers.items())[:4])
+            more = f" and {len(markers) - 4} more" if len(markers) > 4 else ""
+            parts.append(f"{sensor!r}: {sum(markers.values())} ({listed}{more})")
+    if parts:
+        warnings.warn(
+            f"{source}: non-numeric cells read as missing values: {'; '.join(parts)}",
+            DataWarning,
+            stacklevel=3,
+        )
 
 
 def _label_values(column: pd.Series, source: str, rows: np.ndarray, decimal_comma: bool) -> np.ndarray:
     """0/1 labels (any positive value is 1); a missing label is an error naming its line."""
-    values = _to_numeric(column, decimal_comma).to_numpy()
+    if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+        values = column.astype("float64").to_numpy()
+    else:
+        text = column.astype("string").str.strip()
+        if decimal_comma:
+            text = text.str.replace(",", ".", regex=False)
+        values = pd.to_numeric(text, errors="coerce").astype("float64").to_numpy()
     if np.isnan(values).any():
-        line = rows[int(np.flatnonzero(np.isnan(values))[0])]
-        raise DataError(f"{source}: label column {column.name!r} has no value at line {line}")
+        i = int(np.flatnonzero(np.isnan(values))[0])
+        raise DataError(
+            f"{source}: label column {column.name!r} has no 0/1 value at line {rows[i]} ({column.iloc[i]!r})"
+        )
     return (values > 0).astype(np.int8)
 
 
@@ -369,37 +512,170 @@ def asset_rows(data: SensorData) -> list[np.ndarray]:
     return [np.flatnonzero(data.assets == asset) for asset in pd.unique(data.assets)]
 
 
-def _sorted_and_deduplicated(data: SensorData) -> SensorData:
-    """Order rows by (asset, time) and drop repeated timestamps, saying where it happened."""
+def take_rows(data: SensorData, order: np.ndarray) -> SensorData:
+    """The rows at `order` (positions), every per-row array kept in step."""
+    return replace(
+        data,
+        values=data.values[order],
+        timestamps=None if data.timestamps is None else data.timestamps[order],
+        assets=None if data.assets is None else data.assets[order],
+        labels=None if data.labels is None else data.labels[order],
+        changepoints=None if data.changepoints is None else data.changepoints[order],
+        invalid=None if data.invalid is None else data.invalid[order],
+        positions=None if data.positions is None else data.positions[order],
+        row_numbers=data.row_numbers[order],
+    )
+
+
+# ---------------------------------------------------------------------- machines and order
+def suspect_asset_column(
+    frame: pd.DataFrame, timestamps: pd.DatetimeIndex, exclude: set[str]
+) -> list[str] | None:
+    """A low-cardinality column that looks like it names machines: grouping by it removes repeated
+    timestamps, or each of its groups is sampled more slowly than the file as a whole (rows of two
+    machines interleaved)."""
+    times = pd.Series(timestamps.as_unit("ns").asi8)
+    repeated = int(times.duplicated().sum())
+    overall_step = _median_step(times.to_numpy())
+    best: list[str] | None = None
+    for column in frame.columns:
+        if column in exclude:
+            continue
+        series = frame[column]
+        if pd.api.types.is_float_dtype(series) and not np.all(np.mod(series.dropna(), 1) == 0):
+            continue
+        distinct = series.nunique(dropna=True)
+        if not 2 <= distinct <= min(MAX_ASSET_VALUES, max(2, len(series) // 10)):
+            continue
+        key = series.astype("string").fillna("")
+        if repeated:
+            left = int(pd.DataFrame({"t": times, "k": key}).duplicated().sum())
+            if left <= repeated * 0.1:
+                return [
+                    column,
+                    f"{distinct} values; with it, {repeated - left} repeated timestamp(s) are distinct",
+                ]
+            continue
+        if overall_step is None or overall_step <= 0:
+            continue
+        steps = [
+            _median_step(group.to_numpy())
+            for _, group in times.groupby(key.to_numpy(), sort=False)
+            if len(group) > 2
+        ]
+        steps = [s for s in steps if s is not None]
+        if len(steps) >= 2 and min(steps) > 1.5 * overall_step:
+            best = [
+                column,
+                f"{distinct} values, each sampled every {min(steps) / 1e9:.6g} s or slower while the file "
+                f"has a reading every {overall_step / 1e9:.6g} s",
+            ]
+            break
+    return best
+
+
+def _median_step(ns: np.ndarray) -> float | None:
+    if ns.size < 2:
+        return None
+    steps = np.diff(np.sort(ns))
+    steps = steps[steps > 0]
+    return float(np.median(steps)) if steps.size else None
+
+
+def _sorted_and_deduplicated(data: SensorData, drop_duplicates: bool) -> SensorData:
+    """Order rows by (asset, time) and drop repeated timestamps, saying where and refusing to
+    drop many (two machines in one file look exactly like that)."""
+    summary = data.summary
     if data.timestamps is None:
         if data.assets is None:
             return data
-        order = np.argsort(data.assets, kind="stable")
-        return _take(data, order)
+        return take_rows(data, np.argsort(data.assets, kind="stable"))
     times = data.timestamps.as_unit("ns").asi8
     assets = data.assets if data.assets is not None else np.zeros(len(data), dtype=object)
-    asset_codes, _ = pd.factorize(assets, sort=False)
+    asset_codes, uniques = pd.factorize(assets, sort=False)
+    summary.assets = len(uniques)
     order = np.lexsort((times, asset_codes))
     if not np.array_equal(order, np.arange(len(data))):
-        if data.assets is None:
+        if data.assets is None or not _sorted_within(times, asset_codes):
+            summary.unsorted = True
             warnings.warn(
                 f"{data.source}: rows are not in time order; sorted by {data.time_column!r}",
                 DataWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
-        data = _take(data, order)
+        data = take_rows(data, order)
         asset_codes = asset_codes[order]
         times = data.timestamps.as_unit("ns").asi8  # type: ignore[union-attr]
     same = np.flatnonzero((np.diff(times) == 0) & (np.diff(asset_codes) == 0))
     if same.size:
         lines = ", ".join(str(data.row_numbers[i + 1]) for i in same[:5])
+        share = same.size / len(data)
+        if share > MAX_SILENT_DUPLICATE_SHARE and not drop_duplicates:
+            raise DataError(_duplicates_message(data, same.size, share, lines))
         warnings.warn(
             f"{data.source}: {same.size} duplicate timestamp(s) in {data.time_column!r} "
             f"(e.g. line(s) {lines}); keeping the first reading of each",
             DataWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
+        summary.duplicates_dropped = int(same.size)
         keep = np.ones(len(data), dtype=bool)
         keep[same + 1] = False
-        data = _take(data, np.flatnonzero(keep))
+        data = take_rows(data, np.flatnonzero(keep))
     return data
+
+
+def _sorted_within(times: np.ndarray, codes: np.ndarray) -> bool:
+    """True when each asset's rows are already in time order (interleaving is no disorder)."""
+    frame = pd.DataFrame({"t": times, "k": codes})
+    return bool(frame.groupby("k", sort=False)["t"].apply(lambda t: t.is_monotonic_increasing).all())
+
+
+def _duplicates_message(data: SensorData, count: int, share: float, lines: str) -> str:
+    summary = data.summary
+    where = (
+        f"{data.source}: {count} of {len(data)} rows ({100 * share:.1f} %) repeat a timestamp of "
+        f"{data.time_column!r} (e.g. line(s) {lines})"
+    )
+    if summary.suspected_asset:
+        column, why = summary.suspected_asset
+        return (
+            f"{where}: column {column!r} looks like it names machines ({why}); pass --asset-column {column}. "
+            f"To drop the repeats anyway pass --drop-duplicates"
+        )
+    return (
+        f"{where}: several machines in one file need --asset-column COLUMN; local times repeating at a "
+        f"daylight-saving change need --tz; to drop the repeats anyway pass --drop-duplicates"
+    )
+
+
+# ---------------------------------------------------------------------- sampling
+IRREGULAR_SHARE = 0.5  # fewer steps than this within 10 % of the median: irregular sampling
+
+
+def describe_sampling(data: SensorData) -> None:
+    """Time range, typical period and whether the sampling is regular, into the summary."""
+    summary = data.summary
+    if data.timestamps is None or len(data) == 0:
+        return
+    summary.first_time = data.timestamps.min().isoformat()
+    summary.last_time = data.timestamps.max().isoformat()
+    steps = np.diff(data.timestamps.as_unit("ns").asi8).astype(np.float64) / 1e9
+    if data.assets is not None:
+        steps = steps[data.assets[1:] == data.assets[:-1]]
+    steps = steps[steps > 0]
+    if steps.size == 0:
+        return
+    period = float(np.median(steps))
+    summary.period_seconds = period
+    regular = float(np.mean(np.abs(steps - period) <= 0.1 * period))
+    if regular >= IRREGULAR_SHARE:
+        summary.sampling = f"every {period:.6g} s ({100 * regular:.0f} % of steps within 10 % of it)"
+        return
+    summary.irregular = True
+    low, high = np.percentile(steps, [5, 95])
+    summary.sampling = (
+        f"IRREGULAR: median step {period:.6g} s but only {100 * regular:.0f} % of steps are within 10 % "
+        f"of it (5-95 % of steps: {low:.6g} s to {high:.6g} s); a historian export stored by exception? "
+        f"--resample PERIOD puts it on a regular grid"
+    )

@@ -24,7 +24,7 @@ def test_semicolon_file_like_skab(tmp_path: Path) -> None:
         "2020-03-09 10:14:33;1.0;20.5;0.0;0.0\n"
         "2020-03-09 10:14:34;1.1;20.6;1.0;0.0\n",
     )
-    assert sniff_separator(str(path)) == ";"
+    assert sniff_separator(path.read_text()) == ";"
     data = load_csv(path, label_column="anomaly")
     assert data.sensors == ["P", "T"]  # anomaly and changepoint are never inputs
     assert data.time_column == "datetime"
@@ -56,12 +56,15 @@ def test_exclude_and_explicit_time_column(tmp_path: Path) -> None:
         load_csv(path, time_column="nope")
 
 
-def test_non_numeric_value_names_column_and_line(tmp_path: Path) -> None:
+def test_stray_text_in_a_sensor_is_a_counted_missing_value(tmp_path: Path) -> None:
     rows = "".join(f"2026-01-01T00:{i:02d}:00Z,{i}.0,1\n" for i in range(20))
     rows += "2026-01-01T00:20:00Z,oops,1\n"
     path = write(tmp_path, "timestamp,flow,p\n" + rows)
-    with pytest.raises(DataError, match=r"column 'flow' has 1 non-numeric value\(s\): line 22 \('oops'\)"):
-        load_csv(path)
+    with pytest.warns(DataWarning, match=r"non-numeric cells read as missing values: 'flow': 1 \('oops' 1\)"):
+        data = load_csv(path)
+    assert data.sensors == ["flow", "p"]
+    assert np.isnan(data.values[20, 0]) and data.invalid[20, 0] and not data.invalid[:20].any()
+    assert data.summary.missing["flow"] == {"oops": 1}
 
 
 def test_bad_timestamp_names_line(tmp_path: Path) -> None:
@@ -96,8 +99,13 @@ def test_duplicate_and_unsorted_timestamps_warn(tmp_path: Path) -> None:
         "timestamp,a\n2026-01-01T00:02:00Z,3\n2026-01-01T00:00:00Z,1\n"
         "2026-01-01T00:01:00Z,2\n2026-01-01T00:01:00Z,9\n",
     )
+    with (
+        pytest.warns(DataWarning, match="not in time order"),
+        pytest.raises(DataError, match=r"1 of 4 rows \(25.0 %\) repeat a timestamp.*--asset-column"),
+    ):
+        load_csv(path)
     with pytest.warns(DataWarning) as record:
-        data = load_csv(path)
+        data = load_csv(path, drop_duplicates=True)
     messages = " ".join(str(w.message) for w in record)
     assert "not in time order" in messages
     assert "1 duplicate timestamp(s)" in messages and "line(s) 5" in messages
