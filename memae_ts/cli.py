@@ -17,6 +17,7 @@ from memae_ts import __version__
 from memae_ts.errors import MemaeError
 
 COMMAND_MODULES = [
+    "memae_ts.commands.inspect",
     "memae_ts.commands.fit",
     "memae_ts.commands.score",
     "memae_ts.commands.evaluate",
@@ -31,6 +32,7 @@ DESCRIPTION = """\
 Unsupervised anomaly detection for industrial sensor data with a memory-augmented autoencoder.
 
 Typical use:
+  memae-ts inspect history.csv                     how the file is read (check this first)
   memae-ts fit history.csv -o pump-model           learn normal operation
   memae-ts score pump-model today.csv -o scores.csv
   memae-ts evaluate pump-model labelled.csv --label-column anomaly

@@ -12,14 +12,22 @@ import logging
 import os
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from memae_ts import __version__
 from memae_ts.bundle import Bundle, data_fingerprint, load_bundle, make_bundle, save_bundle
-from memae_ts.data import DataWarning, SensorData, asset_rows, frame_to_sensor_data, load_csv
+from memae_ts.data import (
+    DataWarning,
+    ReadOptions,
+    SensorData,
+    array_to_sensor_data,
+    asset_rows,
+    frame_to_sensor_data,
+    load_csv,
+)
 from memae_ts.errors import DataError, MemaeError, require_torch
 from memae_ts.memory_usage import MAX_WINDOWS as MAX_USAGE_WINDOWS
 from memae_ts.memory_usage import collapse_warning
@@ -27,11 +35,21 @@ from memae_ts.memory_usage import measure as measure_memory
 from memae_ts.scaling import Scaler
 from memae_ts.scoring import RowScores, score_rows, score_windows
 from memae_ts.threshold import calibrate, with_margin
-from memae_ts.windows import default_max_gap_seconds, gather, require_windows, segment, window_ends
+from memae_ts.windows import (
+    default_max_gap_seconds,
+    gap_report,
+    gather,
+    require_windows,
+    segment,
+    window_ends,
+)
+
+if TYPE_CHECKING:
+    from memae_ts.resample import ResampleSpec
 
 log = logging.getLogger(__name__)
 
-InputData = str | os.PathLike[str] | pd.DataFrame | SensorData
+InputData = str | os.PathLike[str] | pd.DataFrame | np.ndarray | SensorData
 
 
 class MemAE:
@@ -75,6 +93,13 @@ class MemAE:
         asset_column: str | None = None,
         label_column: str | None = None,
         exclude: Sequence[str] = (),
+        time_format: str | None = None,
+        dayfirst: bool | None = None,
+        tz: str | None = None,
+        resample: float | str | None = None,
+        resample_method: str = "hold",
+        resample_limit: float | str | None = None,
+        train_on_labelled: bool = False,
         seed: int = 0,
         device: str = "auto",
         verbose: bool = False,
@@ -112,6 +137,13 @@ class MemAE:
         self.asset_column = asset_column
         self.label_column = label_column
         self.exclude = exclude
+        self.time_format = time_format
+        self.dayfirst = dayfirst
+        self.tz = tz
+        self.resample = resample
+        self.resample_method = resample_method
+        self.resample_limit = resample_limit
+        self.train_on_labelled = train_on_labelled
         self.seed = seed
         self.device = device
         self.verbose = verbose
@@ -124,6 +156,11 @@ class MemAE:
         names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
         return {name: getattr(self, name) for name in names}
 
+    def read_options(self) -> ReadOptions:
+        """How files are read: the time format and zone a model was trained with are kept in
+        its bundle and apply again when it scores the next export of the same historian."""
+        return ReadOptions(time_format=self.time_format, dayfirst=self.dayfirst, tz=self.tz)
+
     def _read(
         self, X: InputData, sensors: Sequence[str] | None = None, label_column: str | None = None
     ) -> SensorData:
@@ -132,16 +169,32 @@ class MemAE:
                 missing = [s for s in sensors if s not in X.sensors]
                 raise DataError(f"{X.source}: sensor columns differ from the model's (missing {missing})")
             return X
+        if isinstance(X, np.ndarray | list):
+            return array_to_sensor_data(X, sensors)
+        if not isinstance(X, str | os.PathLike | pd.DataFrame):
+            raise DataError(
+                f"expected a file path, a pandas DataFrame or a 2-D numpy array, got {type(X).__name__}"
+            )
+        training = sensors is None
         kwargs: dict[str, Any] = {
             "time_column": self.time_column,
             "asset_column": self.asset_column,
             "sensors": sensors,
-            "exclude": () if sensors is not None else tuple(self.exclude),
-            "label_column": label_column if sensors is not None else (label_column or self.label_column),
+            "exclude": tuple(self.exclude) if training else (),
+            "label_column": (label_column or self.label_column) if training else label_column,
+            "detect_labels": training,
+            "options": self.read_options(),
         }
         if isinstance(X, pd.DataFrame):
             return frame_to_sensor_data(X, **kwargs)
         return load_csv(X, **kwargs)
+
+    def resample_spec(self) -> ResampleSpec | None:
+        if self.resample is None:
+            return None
+        from memae_ts.regular import make_spec
+
+        return make_spec(self.resample, self.resample_method, self.resample_limit)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "bundle_"):
@@ -158,10 +211,20 @@ class MemAE:
         if not 0 < self.validation_fraction < 1:
             raise DataError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
         data = self._read(X)
-        max_gap = self.max_gap if self.max_gap is not None else default_max_gap_seconds(data)
-        segments = segment(data, max_gap_seconds=max_gap, max_fill_rows=self.max_fill)
+        resample = self.resample_spec()
+        if resample is not None:
+            from memae_ts.regular import resample_data
+
+            data = resample_data(data, resample)
+            max_gap, max_fill = None, 0  # the grid is regular; a missing grid row splits the series
+        else:
+            max_gap = self.max_gap if self.max_gap is not None else default_max_gap_seconds(data)
+            max_fill = self.max_fill
+        segments = segment(data, max_gap_seconds=max_gap, max_fill_rows=max_fill)
         ends = window_ends(segments, self.window, self.stride)
         require_windows(data, segments, ends, self.window)
+        data.summary.gaps = gap_report(data, segments, self.window, max_gap, max_fill)
+        ends, labelled = self._without_labelled_faults(data, ends)
 
         is_val = _validation_rows(data, self.validation_fraction)
         starts = ends - self.window + 1
@@ -178,7 +241,7 @@ class MemAE:
             )
             val_ends = train_ends
 
-        train_rows = segments.values[~is_val]
+        train_rows = segments.values[~is_val & ~labelled]
         scaler = Scaler.fit(
             train_rows[~np.isnan(train_rows).any(axis=1)],
             self.scaler,
@@ -231,7 +294,10 @@ class MemAE:
             "window": self.window,
             "stride": self.stride,
             "max_gap_seconds": max_gap,
-            "max_fill_rows": self.max_fill,
+            "max_fill_rows": max_fill,
+            **({"resample": resample.to_config()} if resample is not None else {}),
+            "reading": {"time_format": self.time_format, "dayfirst": self.dayfirst, "tz": self.tz},
+            "data": data.summary.to_dict(),
             "scaler": scaler.to_config(),
             "threshold": {"method": "pending", "value": 1.0},
             "network": net.export_graph(),
@@ -266,6 +332,34 @@ class MemAE:
         self.history_ = history
         return self
 
+    def _without_labelled_faults(self, data: SensorData, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Windows touching a row labelled anomalous are not learned as normal (nor used to
+        calibrate the threshold) unless `train_on_labelled`; the count goes into the summary."""
+        labelled = np.zeros(len(data), dtype=bool)
+        if data.labels is None:
+            return ends, labelled
+        labelled = data.labels.astype(bool)
+        if self.train_on_labelled:
+            data.summary.training = {
+                "note": f"{int(labelled.sum())} labelled row(s) trained on as normal (--train-on-labelled)",
+                "excluded_windows": 0,
+            }
+            return ends, np.zeros(len(data), dtype=bool)
+        counts = np.concatenate([[0], np.cumsum(labelled)])
+        touched = counts[ends + 1] - counts[ends - self.window + 1] > 0
+        kept = ends[~touched]
+        note = (
+            f"{int(touched.sum())} of {ends.size} windows touch the {int(labelled.sum())} row(s) labelled "
+            f"anomalous in {data.label_column!r} and are left out of training and calibration "
+            f"(--train-on-labelled keeps them)"
+        )
+        data.summary.training = {"note": note, "excluded_windows": int(touched.sum())}
+        if kept.size == 0:
+            raise DataError(f"{data.source}: every window touches a labelled row: {note}")
+        if touched.any():
+            log.info("%s: %s", data.source, note)
+        return kept, labelled
+
     def _set_fitted(self, bundle: Bundle, engine: Any) -> None:
         self.bundle_ = bundle
         self.engine_ = engine
@@ -279,6 +373,11 @@ class MemAE:
         self._check_fitted()
         data = self._read(X, sensors=self.sensors_, label_column=label_column)
         config = self.bundle_.config
+        if config.get("resample") is not None:
+            from memae_ts.regular import resample_data
+            from memae_ts.resample import ResampleSpec
+
+            data = resample_data(data, ResampleSpec.from_config(config["resample"]))
         return data, score_rows(
             self.engine_,
             data,
@@ -287,8 +386,12 @@ class MemAE:
         )
 
     def _in_input_order(self, data: SensorData, values: np.ndarray) -> np.ndarray:
+        """Back to the caller's row order. With resampling, an input row gets the score of the
+        last grid row its reading was the newest for (NaN for a reading superseded before the
+        next grid time)."""
         out = np.full(data.n_source_rows, np.nan)
-        out[data.row_numbers - 2] = values
+        positions = data.positions if data.positions is not None else data.row_numbers - 2
+        out[positions] = values
         return out
 
     def score_samples(self, X: InputData) -> np.ndarray:

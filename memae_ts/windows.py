@@ -15,6 +15,7 @@ import pandas as pd
 
 from memae_ts.data import SensorData
 from memae_ts.errors import DataError
+from memae_ts.summary import gap_counts
 
 DEFAULT_GAP_PERIODS = 3.0
 
@@ -118,3 +119,30 @@ def require_windows(data: SensorData, segments: Segments, ends: np.ndarray, wind
         f"its longest stretch without gaps or missing values is {longest} rows. "
         f"Use a smaller --window, a larger --max-gap, or more data."
     )
+
+
+def gap_report(
+    data: SensorData, segments: Segments, window: int, max_gap_seconds: float | None, max_fill_rows: int
+) -> dict[str, object]:
+    """What the gap rules did, for the summary: stretches, rows that no window covers, time
+    splits, and per sensor the cells forward-filled and the cells left missing."""
+    lengths = segments.lengths()
+    time_splits = 0
+    if data.timestamps is not None and max_gap_seconds is not None and len(data) > 1:
+        steps = np.diff(data.timestamps.as_unit("ns").asi8) / 1e9
+        same_asset = (
+            np.ones(len(steps), dtype=bool) if data.assets is None else data.assets[1:] == data.assets[:-1]
+        )
+        time_splits = int(np.sum((steps > max_gap_seconds) & same_asset))
+    filled, unfilled = gap_counts(data.values, segments.values, data.sensors)
+    return {
+        "window": window,
+        "rows": len(data),
+        "segments": int(lengths.size),
+        "rows_in_windows": int(lengths[lengths >= window].sum()),
+        "max_gap_seconds": max_gap_seconds,
+        "max_fill": max_fill_rows,
+        "time_splits": time_splits,
+        "filled": filled,
+        "unfilled": unfilled,
+    }

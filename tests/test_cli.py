@@ -113,7 +113,8 @@ def test_fit_score_evaluate_plot_info(tmp_path: Path, plant_csvs: tuple[Path, Pa
         (["fit", "{tmp}/missing.csv"], "file not found"),
         (["fit", "{tmp}/empty.csv"], "file is empty"),
         (["fit", "{tmp}/short.csv", "--window", "32"], "no complete window of 32 rows"),
-        (["fit", "{tmp}/bad.csv"], "column 'b' has 1 non-numeric value"),
+        (["fit", "{tmp}/bad.csv"], "read both day-first and month-first"),
+        (["fit", "{tmp}/bad.csv", "--dayfirst", "--tz", "Mars/Base"], "--tz: unknown time zone 'Mars/Base'"),
         (["score", "{tmp}/nomodel", "{tmp}/short.csv"], "model bundle not found"),
     ],
 )
@@ -121,7 +122,7 @@ def test_bad_input_is_one_clear_line(tmp_path: Path, args: list[str], message: s
     (tmp_path / "empty.csv").write_text("")
     rows = [f"2026-01-01T00:{i:02d}:00Z,{i},{i * 2}" for i in range(10)]
     (tmp_path / "short.csv").write_text("timestamp,a,b\n" + "\n".join(rows) + "\n")
-    bad = [*rows, "2026-01-01T00:10:00Z,1,n/a?"]
+    bad = [f"01.02.2026 00:{i:02d},{i},{i * 2}" for i in range(10)]
     (tmp_path / "bad.csv").write_text("timestamp,a,b\n" + "\n".join(bad) + "\n")
     result = run_cli(*(a.format(tmp=tmp_path) for a in args))
     assert result.returncode == 2

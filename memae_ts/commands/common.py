@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
-import pandas as pd
-
-from memae_ts.errors import DataError
+from memae_ts.durations import duration_seconds
+from memae_ts.reading import ReadOptions
 
 EXAMPLES_HEADER = "examples:\n"
 
@@ -16,14 +16,54 @@ def formatter() -> type[argparse.HelpFormatter]:
 
 
 def add_data_options(parser: argparse.ArgumentParser, *, training: bool) -> None:
-    group = parser.add_argument_group("data")
+    """The reading options every command that reads data shares (see `memae-ts inspect`)."""
+    group = parser.add_argument_group("data (what `memae-ts inspect DATA` shows was detected)")
     group.add_argument("--time-column", help="timestamp column (default: detected by name or content)")
+    group.add_argument(
+        "--time-format",
+        help="strftime format of the time column, e.g. '%%d.%%m.%%Y %%H:%%M:%%S', or ISO8601, epoch-s, "
+        "epoch-ms, excel (default: inferred from the whole column)",
+    )
+    order = group.add_mutually_exclusive_group()
+    order.add_argument(
+        "--dayfirst", action="store_const", const=True, dest="dayfirst", help="01.02.2026 is 1 February"
+    )
+    order.add_argument(
+        "--monthfirst", action="store_const", const=False, dest="dayfirst", help="01/02/2026 is January 2"
+    )
+    group.add_argument(
+        "--tz",
+        help="time zone of times without a UTC offset, e.g. Europe/Berlin (default: taken as UTC)",
+    )
     group.add_argument("--asset-column", help="column naming the machine when one file holds several")
     group.add_argument(
         "--label-column",
         help="label column (0 normal, 1 anomaly); columns named anomaly/label/changepoint are never inputs",
     )
     group.add_argument("--sep", help="CSV separator (default: detected; ',' ';' tab '|')")
+    group.add_argument(
+        "--encoding", help="text encoding, e.g. cp1252 for Windows exports (default: UTF-8, or the BOM's)"
+    )
+    group.add_argument(
+        "--skip-rows",
+        type=int,
+        default=0,
+        metavar="N",
+        help="rows under the header that are not data (units, descriptions)",
+    )
+    group.add_argument(
+        "--na-values",
+        action="append",
+        default=[],
+        metavar="MARKER",
+        help="a value that means 'no reading', e.g. -9999 (repeatable; text such as Bad or "
+        "'I/O Timeout' in a numeric column is always read as missing and counted)",
+    )
+    group.add_argument(
+        "--drop-duplicates",
+        action="store_true",
+        help="keep the first of rows repeating a timestamp even when they are more than 1 %% of the file",
+    )
     if training:
         group.add_argument(
             "--exclude",
@@ -34,21 +74,23 @@ def add_data_options(parser: argparse.ArgumentParser, *, training: bool) -> None
         )
 
 
-def parse_duration_seconds(text: str | None) -> float | None:
+def read_options(args: argparse.Namespace, defaults: dict[str, Any] | None = None) -> ReadOptions:
+    """The options as given; a model's own reading settings (its bundle's) fill what was not."""
+    defaults = defaults or {}
+    return ReadOptions(
+        sep=args.sep,
+        encoding=args.encoding,
+        skip_rows=args.skip_rows,
+        na_values=tuple(args.na_values),
+        time_format=args.time_format or defaults.get("time_format"),
+        dayfirst=args.dayfirst if args.dayfirst is not None else defaults.get("dayfirst"),
+        tz=args.tz or defaults.get("tz"),
+    )
+
+
+def parse_duration_seconds(text: str | None, option: str = "--max-gap") -> float | None:
     """'90', '90s', '5min', '2h' → seconds; a bare number is seconds."""
-    if text is None:
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        seconds = pd.Timedelta(text).total_seconds()
-    except ValueError as exc:
-        raise DataError(f"--max-gap: cannot read {text!r} as a duration (e.g. 30s, 5min, 2h)") from exc
-    if seconds <= 0:
-        raise DataError(f"--max-gap must be positive, got {text!r}")
-    return seconds
+    return duration_seconds(text, option)
 
 
 def add_engine_option(parser: argparse.ArgumentParser) -> None:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from memae_ts.estimator import MemAE
 
-from memae_ts.commands.common import add_data_options, formatter, parse_duration_seconds
+from memae_ts.commands.common import add_data_options, formatter, parse_duration_seconds, read_options
 
 EPILOG = """\
 examples:
@@ -20,6 +20,15 @@ examples:
   memae-ts fit plant.csv --asset-column machine      one model for several identical machines
   memae-ts fit sensors.csv --no-memory               plain autoencoder (ablation)
   memae-ts fit sensors.csv --shrink-threshold 0      MemAE without sparsity (ablation)
+  memae-ts fit export.csv --dayfirst --tz Europe/Berlin --encoding cp1252
+                                                     a German historian export in plant local time
+  memae-ts fit pi-export.csv --resample 10s          by-exception data onto a 10 s grid
+  memae-ts fit history.parquet                       Parquet file or directory of Parquet files
+  cat sensors.csv | memae-ts fit - -o pump7          from standard input
+
+Run 'memae-ts inspect DATA' first to see how the file is read; fit prints the same summary.
+Rows labelled anomalous (a column named anomaly or label, or --label-column) are left out of
+training and calibration (--train-on-labelled keeps them).
 
 Train on a period of normal operation: every pattern in the training data is learned as normal.
 """
@@ -32,7 +41,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p = subparsers.add_parser(
         "fit", help="train a model on normal operating data", epilog=EPILOG, formatter_class=formatter()
     )
-    p.add_argument("csv", help="training data: a CSV with a timestamp column and numeric sensor columns")
+    p.add_argument(
+        "csv",
+        metavar="DATA",
+        help="training data: a CSV (or Parquet, .xlsx, '-' for stdin) with a time column and sensor columns",
+    )
     p.add_argument("-o", "--output", help="bundle directory to write (default: <csv name>-model)")
     add_data_options(p, training=True)
     w = p.add_argument_group("windows")
@@ -50,6 +63,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         type=int,
         default=D["max_fill"],
         help="forward-fill at most this many missing rows (default %(default)s)",
+    )
+    w.add_argument(
+        "--resample",
+        metavar="PERIOD",
+        help="put the data on a regular grid first, e.g. 10s or 1min (for historian exports stored by "
+        "exception); the bundle remembers it and score/edge do the same",
+    )
+    w.add_argument(
+        "--resample-method",
+        choices=["hold", "interpolate"],
+        default=D["resample_method"],
+        help="hold the last value (default) or interpolate linearly between readings",
+    )
+    w.add_argument(
+        "--resample-limit",
+        metavar="DURATION",
+        help="hold or interpolate across at most this long; older values become missing "
+        "(default: max(1h, 3 periods))",
+    )
+    w.add_argument(
+        "--train-on-labelled",
+        action="store_true",
+        help="also train on rows labelled anomalous (default: windows touching them are left out)",
     )
     w.add_argument("--scaler", choices=["standard", "robust"], default=D["scaler"], help="per-sensor scaling")
     w.add_argument(
@@ -165,16 +201,30 @@ def model_from_args(args: argparse.Namespace) -> MemAE:
         asset_column=args.asset_column,
         label_column=args.label_column,
         exclude=tuple(args.exclude),
+        time_format=args.time_format,
+        dayfirst=args.dayfirst,
+        tz=args.tz,
+        resample=args.resample,
+        resample_method=args.resample_method,
+        resample_limit=args.resample_limit,
+        train_on_labelled=args.train_on_labelled,
         seed=args.seed,
         device=args.device,
         verbose=not args.quiet and sys.stderr.isatty(),
     )
 
 
+def default_output(data_path: str) -> str:
+    if data_path == "-":
+        return "stdin-model"
+    return str(Path(data_path.rstrip("/\\")).with_suffix("")) + "-model"
+
+
 def run(args: argparse.Namespace) -> int:
     from memae_ts.data import load_csv
+    from memae_ts.summary import DataSummary
 
-    output = args.output or str(Path(args.csv).with_suffix("")) + "-model"
+    output = args.output or default_output(args.csv)
     model = model_from_args(args)
     data = load_csv(
         args.csv,
@@ -182,11 +232,14 @@ def run(args: argparse.Namespace) -> int:
         asset_column=args.asset_column,
         label_column=args.label_column,
         exclude=args.exclude,
-        sep=args.sep,
+        options=read_options(args),
+        detect_labels=True,
+        drop_duplicates=args.drop_duplicates,
     )
     model.fit(data)
     path = model.save(output)
     training = model.bundle_.config["training"]
+    print(DataSummary.from_dict(model.bundle_.config["data"]).format(short=True))
     print(
         f"model written to {os.path.abspath(path)}\n"
         f"  sensors ({len(model.sensors_)}): {', '.join(model.sensors_)}\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from memae_ts.commands.common import add_data_options, add_engine_option, formatter
+from memae_ts.commands.common import add_data_options, add_engine_option, formatter, read_options
 
 EPILOG = """\
 examples:
@@ -24,7 +24,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "score", help="score a CSV with a trained model", epilog=EPILOG, formatter_class=formatter()
     )
     p.add_argument("model", help="model bundle directory written by 'memae-ts fit'")
-    p.add_argument("csv", help="data to score, with the same sensor columns as the training data")
+    p.add_argument(
+        "csv",
+        metavar="DATA",
+        help="data to score (CSV, Parquet, .xlsx or '-' for stdin) with the training data's sensor columns",
+    )
     p.add_argument("-o", "--output", help="CSV file to write (default: standard output)")
     add_data_options(p, training=False)
     add_engine_option(p)
@@ -44,9 +48,10 @@ def load_scored(args: argparse.Namespace, require_labels: bool = False):  # type
         asset_column=args.asset_column or config.get("asset_column"),
         label_column=args.label_column,
         sensors=model.sensors_,
-        sep=args.sep,
         require_labels=require_labels,
         changepoint_column=getattr(args, "changepoint_column", None),
+        options=read_options(args, config.get("reading")),
+        drop_duplicates=args.drop_duplicates,
     )
     data_scored, result = model.score_rows(data)
     return model, data_scored, result
