@@ -236,6 +236,32 @@ def validate_config(config: Any, where: str) -> None:
                 raise _fail(where, f"network.memory.{key} must be a finite number")
         if memory["temperature"] <= 0 or not 0 <= memory["shrink_threshold"] < 1:
             raise _fail(where, "network.memory temperature must be > 0 and shrink_threshold in [0, 1)")
+    _check_reading(config, where)
+
+
+def _check_reading(config: dict[str, Any], where: str) -> None:
+    """The optional settings that say how data is read and regridded before windows: a wrong
+    one would make every score silently different, so it must be well-formed or refused."""
+    resample = config.get("resample")
+    if resample is not None:
+        from memae_ts.resample import ResampleSpec
+
+        if not isinstance(resample, dict):
+            raise _fail(where, "field 'resample' must be an object or absent")
+        try:
+            ResampleSpec.from_config(resample)
+        except ValueError as exc:
+            raise _fail(where, f"field {exc}") from exc
+    reading = config.get("reading")
+    if reading is None:
+        return
+    if not isinstance(reading, dict):
+        raise _fail(where, "field 'reading' must be an object or absent")
+    for key in ("time_format", "tz"):
+        if reading.get(key) is not None and not isinstance(reading[key], str):
+            raise _fail(where, f"field 'reading.{key}' must be a string or null")
+    if reading.get("dayfirst") is not None and not isinstance(reading["dayfirst"], bool):
+        raise _fail(where, "field 'reading.dayfirst' must be true, false or null")
 
 
 def _tensor(weights: dict[str, np.ndarray], name: Any, where: str) -> np.ndarray:

@@ -162,8 +162,10 @@ def frame_to_sensor_data(
     """
     if len(frame) == 0:
         raise DataError(f"{source}: no data rows")
-    if isinstance(frame.index, pd.DatetimeIndex) and time_column is None:
-        name = frame.index.name or "timestamp"
+    if isinstance(frame.index, pd.DatetimeIndex) and (
+        time_column is None or time_column not in frame.columns
+    ):
+        name = time_column or frame.index.name or "timestamp"
         if name in frame.columns:
             raise DataError(f"{source}: the time index is named {name!r} like a column; rename one")
         frame = frame.rename_axis(name).reset_index()
@@ -482,7 +484,7 @@ def _warn_markers(source: str, missing: dict[str, dict[str, int]]) -> None:
             parts.append(f"{sensor!r}: {sum(markers.values())} ({listed}{more})")
     if parts:
         warnings.warn(
-            f"{source}: non-numeric cells read as missing values: {'; '.join(parts)}",
+            f"{source}: quality markers read as missing values: {'; '.join(parts)}",
             DataWarning,
             stacklevel=3,
         )

@@ -60,7 +60,7 @@ def test_stray_text_in_a_sensor_is_a_counted_missing_value(tmp_path: Path) -> No
     rows = "".join(f"2026-01-01T00:{i:02d}:00Z,{i}.0,1\n" for i in range(20))
     rows += "2026-01-01T00:20:00Z,oops,1\n"
     path = write(tmp_path, "timestamp,flow,p\n" + rows)
-    with pytest.warns(DataWarning, match=r"non-numeric cells read as missing values: 'flow': 1 \('oops' 1\)"):
+    with pytest.warns(DataWarning, match=r"quality markers read as missing values: 'flow': 1 \('oops' 1\)"):
         data = load_csv(path)
     assert data.sensors == ["flow", "p"]
     assert np.isnan(data.values[20, 0]) and data.invalid[20, 0] and not data.invalid[:20].any()

@@ -63,6 +63,25 @@ def run(args: argparse.Namespace) -> int:
             f"of {training.get('epochs_run')}"
         )
         lines.append(f"  fingerprint    {training.get('data_fingerprint', '')[:16]}…")
+    data = config.get("data")
+    if data:
+        time = data.get("time") or {}
+        if data.get("first_time"):
+            lines.append(f"  time range     {data['first_time']} .. {data['last_time']}")
+        if time:
+            lines.append(f"  time format    {time.get('format')}; {time.get('timezone')}")
+        if data.get("sampling"):
+            lines.append(f"  sampling       {data['sampling']}")
+        for column, reason in data.get("ignored", []):
+            lines.append(f"  ignored        {column!r}: {reason}")
+        if (data.get("training") or {}).get("note"):
+            lines.append(f"  labels         {data['training']['note']}")
+    resample = config.get("resample")
+    if resample:
+        lines.append(
+            f"  resampled      every {resample['period_seconds']:g} s, {resample['method']} up to "
+            f"{resample['limit_seconds']:g} s (score and edge do the same)"
+        )
     lines.append(
         f"  gaps           split beyond {config.get('max_gap_seconds')} s; fill up to "
         f"{config.get('max_fill_rows')} missing rows"
