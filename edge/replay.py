@@ -26,9 +26,13 @@ log = logging.getLogger(__name__)
 TIME_COLUMNS = ("timestamp", "datetime", "time", "date", "ts")
 
 
-def _iso(series: pd.Series) -> list[str]:
-    times = pd.to_datetime(series, utc=True, format="mixed")
-    text = times.dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ").str.replace(r"\.000000Z$", "Z", regex=True)
+def _iso(series: pd.Series, source: str) -> list[str]:
+    """One time format for the whole column, as `fit` and `score` read it (never per value)."""
+    from memae_ts.timeparse import parse_time_column
+
+    rows = np.arange(len(series), dtype=np.int64) + 2
+    times, _ = parse_time_column(series, source=source, column=str(series.name), rows=rows)
+    text = times.strftime("%Y-%m-%dT%H:%M:%S.%fZ").str.replace(r"\.000000Z$", "Z", regex=True)
     return list(text)
 
 
@@ -58,7 +62,7 @@ def read_messages(
         sensors = [c for c in frame.columns if c not in skip and pd.api.types.is_numeric_dtype(frame[c])]
     if compact and not sensors:
         raise ValueError("compact form needs the sensor order (--model)")
-    times = _iso(frame[time_column])
+    times = _iso(frame[time_column], str(csv_path))
     assets = frame[asset_column].astype(str).tolist() if asset_column else [asset] * len(frame)
     values = frame[sensors].to_numpy(dtype=np.float64)
     for i in range(len(frame)):

@@ -9,6 +9,7 @@ checks are on the parsed result, not on "no exception".
 from __future__ import annotations
 
 import io
+import json
 import warnings
 from pathlib import Path
 
@@ -351,10 +352,31 @@ def test_fit_leaves_labelled_faults_out_and_says_so(
     labelled = int(pd.read_csv(plant_csvs[1])["anomaly"].sum())
     assert f"{labelled} row(s) labelled anomalous" in stdout
     assert "are left out of training and calibration" in stdout
-    import json
-
     config = json.loads((out / "config.json").read_text())
     assert config["data"]["training"]["excluded_windows"] > labelled
     assert config["data"]["labelled_rows"] == labelled
     code, stdout, _ = cli("info", str(out), capsys=capsys)
     assert "time range     2026-11-01T00:00:00+00:00 .. " in stdout
+
+
+def test_replay_reads_times_with_the_same_single_format(tmp_path: Path) -> None:
+    from edge.replay import read_messages
+
+    path = tmp_path / "de.csv"
+    path.write_text("timestamp,a\n01.10.2026 00:00,1\n13.10.2026 00:00,2\n")
+    times = [json.loads(value)["ts"] for _, value in read_messages(path)]
+    assert times == ["2026-10-01T00:00:00Z", "2026-10-13T00:00:00Z"]  # not 10 January
+
+
+def test_excel_sheet_with_typed_times(tmp_path: Path) -> None:
+    pytest.importorskip("openpyxl")
+    times, values = series(n=20)
+    frame = pd.DataFrame(values, columns=["a", "b", "c"])
+    frame.insert(0, "Zeit", times)
+    path = tmp_path / "sheet.xlsx"
+    frame.to_excel(path, index=False)
+    data = load_data(path)
+    assert data.summary.file_format.startswith("excel")
+    assert data.summary.time["format"] == "native datetime column"
+    assert list(data.timestamps.tz_convert(None)) == list(times)
+    np.testing.assert_allclose(data.values, values)
