@@ -452,7 +452,7 @@ def _read_sensor(
     if empty.all():
         return None
     given = text.isin(list(na_values)).fillna(False).to_numpy(dtype=bool)
-    numeric_text = text.str.replace(",", ".", regex=False) if decimal_comma else text
+    numeric_text = _decimal_comma_to_dot(text) if decimal_comma else text
     values = pd.to_numeric(numeric_text, errors="coerce").astype("float64").to_numpy(copy=True)
     values[given] = np.nan
     is_number = ~np.isnan(values)
@@ -463,6 +463,18 @@ def _read_sensor(
     unlisted = int((~empty & ~given).sum())
     share = float(is_number.sum()) / unlisted if unlisted else 0.0
     return values, marked, counts, share
+
+
+_GROUPED = r"^[-+]?\d{1,3}(?:\.\d{3})+(?:,\d+)?$"
+
+
+def _decimal_comma_to_dot(text: pd.Series) -> pd.Series:
+    """`1,5` → `1.5` and `1.234,5` → `1234.5` (a dot between groups of three digits before a
+    decimal comma is a thousands separator)."""
+    grouped = text.str.fullmatch(_GROUPED).fillna(False)
+    if grouped.any():
+        text = text.where(~grouped, text.str.replace(".", "", regex=False))
+    return text.str.replace(",", ".", regex=False)
 
 
 def _text_examples(raw: pd.Series) -> str:

@@ -26,7 +26,7 @@ from memae_ts.errors import DataError
 SEPARATORS = [",", ";", "\t", "|"]
 PARQUET_SUFFIXES = (".parquet", ".pq")
 EXCEL_SUFFIXES = (".xlsx", ".xlsm")
-_DECIMAL_COMMA = re.compile(r"^\s*[-+]?\d+,\d+(?:[eE][-+]?\d+)?\s*$")
+_DECIMAL_COMMA = re.compile(r"^\s*[-+]?(?:\d+|\d{1,3}(?:\.\d{3})+),\d+(?:[eE][-+]?\d+)?\s*$")
 _HEAD_BYTES = 64 * 1024
 
 

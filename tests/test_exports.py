@@ -380,3 +380,11 @@ def test_excel_sheet_with_typed_times(tmp_path: Path) -> None:
     assert data.summary.time["format"] == "native datetime column"
     assert list(data.timestamps.tz_convert(None)) == list(times)
     np.testing.assert_allclose(data.values, values)
+
+
+def test_decimal_comma_with_thousands_separators(tmp_path: Path) -> None:
+    path = tmp_path / "de.csv"
+    path.write_text("Zeit;Drehzahl;Druck\n13.10.2026 00:00;1.480,5;2,5\n13.10.2026 00:01;1.479,25;2,75\n")
+    data = load_csv(path)
+    np.testing.assert_allclose(data.values, [[1480.5, 2.5], [1479.25, 2.75]])
+    assert data.summary.missing == {"Drehzahl": {}, "Druck": {}}
