@@ -312,9 +312,14 @@ def table_to_sensor_data(table: RawTable, roles: ColumnRoles, options: ReadOptio
                 sensor_names.append(column)
                 columns[column] = read[:3]
         if not sensor_names:
+            hint = (
+                f"; one column only: is the separator {table.separator!r} right? pass --sep"
+                if len(frame.columns) == 1 and table.separator is not None
+                else ""
+            )
             raise DataError(
                 f"{source}: no numeric sensor columns found (columns: {list(frame.columns)}); "
-                "a sensor column needs numbers in at least half of its cells"
+                f"a sensor column needs numbers in at least half of its cells{hint}"
             )
 
     n = len(frame)

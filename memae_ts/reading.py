@@ -186,7 +186,8 @@ def _csv(payload: bytes, source: str, options: ReadOptions) -> RawTable:
         raise DataError(f"{source}: file has no header or data") from exc
     except pd.errors.ParserError as exc:
         raise DataError(
-            f"{source}: cannot parse as CSV with separator {separator!r}: {exc}; pass --sep"
+            f"{source}: cannot parse as CSV with separator {separator!r}: {' '.join(str(exc).split())}; "
+            f"pass --sep"
         ) from exc
     lines = np.arange(len(frame), dtype=np.int64) + 2 + skip
     blank = frame.isna().all(axis=1).to_numpy()

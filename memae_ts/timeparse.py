@@ -390,8 +390,9 @@ def _numeric(
     bad = np.flatnonzero(numbers.isna().to_numpy())
     if bad.size:
         raise DataError(
-            f"{source}: line {rows[bad[0]]} ({series.iloc[int(bad[0])]!r}) in numeric time column {column!r} "
-            f"is not a number ({bad.size} such line(s))"
+            f"{source}: line {rows[bad[0]]} ({series.iloc[int(bad[0])]!r}) in time column {column!r} "
+            f"is not a number as {time_format or 'epoch'} times need ({bad.size} such line(s)); "
+            f"check --time-format"
         )
     values = numbers.to_numpy()
     if time_format is None:

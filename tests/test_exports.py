@@ -388,3 +388,42 @@ def test_decimal_comma_with_thousands_separators(tmp_path: Path) -> None:
     data = load_csv(path)
     np.testing.assert_allclose(data.values, [[1480.5, 2.5], [1479.25, 2.75]])
     assert data.summary.missing == {"Drehzahl": {}, "Druck": {}}
+
+
+@pytest.mark.parametrize(
+    ("text", "args", "message"),
+    [
+        (
+            "timestamp,a,b\n2026-01-01,1,2\n2026-01-03,2,3,4,5\n",
+            [],
+            "Expected 3 fields in line 3, saw 5; pass --sep",
+        ),
+        ("timestamp,a\n2026-01-01,1\n", ["--encoding", "nope"], "--encoding: unknown encoding 'nope'"),
+        (
+            "timestamp,a\n2026-01-01,1\n",
+            ["--sep", ";"],
+            "one column only: is the separator ';' right? pass --sep",
+        ),
+        ("timestamp,a\n2026-01-01,1\n,2\n", [], "line 3 has no timestamp in column 'timestamp'"),
+        (
+            "timestamp,a\n2026-01-01,1\n",
+            ["--time-format", "%d.%m.%Y"],
+            "do not match --time-format '%d.%m.%Y'",
+        ),
+        ("timestamp,a\n2026-01-01,1\n", ["--tz", "Europe/Nowhere"], "--tz: unknown time zone"),
+        ("timestamp,a\n2026-01-01,1\n", ["--skip-rows", "-2"], "--skip-rows must be 0 or more"),
+        (
+            "timestamp,a\n2026-01-01,1\n",
+            ["--resample", "soon"],
+            "--resample: cannot read 'soon' as a duration",
+        ),
+    ],
+)
+def test_bad_input_is_one_line_with_the_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, args: list[str], message: str
+) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    code, out, err = cli("inspect", str(path), *args, capsys=capsys)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and message in err, err
