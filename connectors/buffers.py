@@ -68,11 +68,14 @@ class _AssetState:
 @dataclass(slots=True)
 class Extended:
     """What :meth:`WindowBuffers.extend` made of one asset's rows: the windows ending at rows
-    ``ends`` (positions in the rows given, ascending) and the rows refused, with why."""
+    ``ends`` (positions in the rows given, ascending) and the rows refused, with why. ``ts`` is
+    the time each window ends at when that is not the time of the row at ``ends`` (resampled
+    models, ``connectors/resampling.py``)."""
 
     ends: np.ndarray
     windows: np.ndarray
     rejected: list[tuple[int, InvalidMessage]]
+    ts: np.ndarray | None = None
 
 
 class WindowBuffers:
@@ -164,24 +167,40 @@ class WindowBuffers:
         state.last_ts = float(max(before[0], ts[accepted].max()))
 
         rows = values[accepted]
-        if state.in_dropout or np.isnan(rows).any():
+        missing = np.isnan(rows).any(axis=1)
+        if self.max_fill_rows == 0:
+            # Nothing is ever filled: a row with a missing value only ends the series, so the
+            # rows between such rows go in as runs, like clean rows (resampled models).
+            ends, windows = self._clean(state, rows, offsets[accepted], restart[accepted], missing)
+        elif state.in_dropout or missing.any():
             ends, windows = self._row_by_row(state, rows, offsets[accepted], restart[accepted])
         else:
             ends, windows = self._clean(state, rows, offsets[accepted], restart[accepted])
         return Extended(accepted[ends], windows, rejected)
 
     def _clean(
-        self, state: _AssetState, rows: np.ndarray, offsets: np.ndarray, restart: np.ndarray
+        self,
+        state: _AssetState,
+        rows: np.ndarray,
+        offsets: np.ndarray,
+        restart: np.ndarray,
+        missing: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Rows without missing values: only time gaps split them into series."""
-        bounds = [0, *np.flatnonzero(restart).tolist(), len(rows)]
+        """Rows without missing values: only time gaps split them into series. With ``missing``
+        (only when nothing is filled), each row it marks is left out and ends the series."""
+        if missing is None:
+            missing = np.zeros(len(rows), dtype=bool)
+        cuts = restart | missing | np.concatenate([[False], missing[:-1]])
+        bounds = [0, *np.flatnonzero(cuts).tolist(), len(rows)]
         ends: list[np.ndarray] = []
         windows: list[np.ndarray] = []
         for start, stop in itertools.pairwise(bounds):
             if start == stop:
                 continue
-            if restart[start]:
+            if restart[start] or missing[start]:
                 state.reset()
+            if missing[start]:  # a run of its own, one row long
+                continue
             made = state.extend(rows[start:stop], offsets[start:stop])
             ends.append(np.arange(stop - len(made), stop))
             windows.append(made)
@@ -238,6 +257,11 @@ class WindowBuffers:
         """Forget assets of partitions this consumer no longer owns (their state is rebuilt
         by whoever owns them next)."""
         self._assets = {a: s for a, s in self._assets.items() if s.partition not in partitions}
+
+    def oldest_needed_offset(self, asset: str) -> int | None:
+        """The oldest offset a future window of ``asset`` still needs (None: none needed)."""
+        state = self._assets.get(asset)
+        return None if state is None else state.oldest_needed_offset()
 
     def rebuild_offsets(self, stale_after_seconds: float | None = None) -> dict[int, int]:
         """Per partition, the smallest offset needed to rebuild every buffer in it.

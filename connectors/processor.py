@@ -26,6 +26,8 @@ from connectors.kafka_sink import KafkaSink
 from connectors.kafka_source import KafkaSource
 from connectors.messages import ReadingParser, encode_scores
 from connectors.metrics import EdgeMetrics
+from connectors.resampling import ResampledBuffers
+from memae_ts.resample import ResampleSpec
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,12 @@ class Engine(Protocol):
 
 @dataclass
 class ServedModel:
-    """What the stream needs from a bundle: the engine plus how to window and label."""
+    """What the stream needs from a bundle: the engine plus how to window and label.
+
+    With ``resample`` set, readings are put on the model's time grid first and windows are cut
+    from grid rows, split only where a grid row has a missing value (as offline after
+    resampling): ``max_gap_seconds`` and ``max_fill_rows`` do not apply then.
+    """
 
     engine: Engine
     sensors: list[str]
@@ -46,6 +53,7 @@ class ServedModel:
     engine_name: str = "unknown"
     max_gap_seconds: float | None = None
     max_fill_rows: int = 0
+    resample: ResampleSpec | None = None
 
     def same_windows(self, other: ServedModel) -> bool:
         """True when buffers built for ``other`` are valid for this model too."""
@@ -54,6 +62,7 @@ class ServedModel:
             and self.window == other.window
             and self.max_gap_seconds == other.max_gap_seconds
             and self.max_fill_rows == other.max_fill_rows
+            and self.resample == other.resample
         )
 
 
@@ -114,14 +123,28 @@ class StreamProcessor:
     def _install(self, model: ServedModel) -> None:
         self.model = model
         self.parser = ReadingParser(model.sensors)
-        self.buffers = WindowBuffers(
-            model.window,
-            len(model.sensors),
-            max_gap_seconds=model.max_gap_seconds,
-            max_fill_rows=model.max_fill_rows,
-            backwards_tolerance_seconds=self.config.backwards_tolerance_seconds,
-            max_assets=self.config.max_assets,
-        )
+        self.buffers: WindowBuffers | ResampledBuffers
+        if model.resample is not None:
+            self.buffers = ResampledBuffers(
+                model.resample,
+                model.window,
+                len(model.sensors),
+                backwards_tolerance_seconds=self.config.backwards_tolerance_seconds,
+                max_assets=self.config.max_assets,
+            )
+            # An asset silent for longer than the limit holds nothing for the rows after its
+            # silence except the first `limit` of them; it must not pin the rewind point.
+            self._stale_after: float | None = model.resample.limit()
+        else:
+            self.buffers = WindowBuffers(
+                model.window,
+                len(model.sensors),
+                max_gap_seconds=model.max_gap_seconds,
+                max_fill_rows=model.max_fill_rows,
+                backwards_tolerance_seconds=self.config.backwards_tolerance_seconds,
+                max_assets=self.config.max_assets,
+            )
+            self._stale_after = model.max_gap_seconds
         self.metrics.set_model(model.version, model.sensors, model.window, model.engine_name)
 
     # -- steps --------------------------------------------------------------------------
@@ -181,7 +204,8 @@ class StreamProcessor:
         for j, asset in enumerate(parsed.assets):
             by_asset.setdefault(asset, []).append(j)
         windows: list[np.ndarray] = []
-        scored: list[np.ndarray] = []  # positions in `parsed` of the readings scored
+        scored: list[np.ndarray] = []  # positions in `parsed` of the readings that completed a window
+        ends_ts: list[np.ndarray] = []  # the times those windows end at (grid times if resampled)
         for asset, members in by_asset.items():
             js = np.asarray(members, dtype=np.int64)
             rec = parsed.index[js]
@@ -193,6 +217,7 @@ class StreamProcessor:
                 live = ~history[rec[made.ends]]
                 windows.append(made.windows[live])
                 scored.append(js[made.ends[live]])
+                ends_ts.append(parsed.ts[scored[-1]] if made.ts is None else made.ts[live])
 
         for i, exc in sorted(invalid, key=lambda item: item[0]):
             if history[i]:
@@ -209,7 +234,7 @@ class StreamProcessor:
             model=model,
             result=self._engine_thread.submit(self._run_engine, model.engine, np.concatenate(windows)),
             assets=[parsed.assets[j] for j in order],
-            ts=parsed.ts[order],
+            ts=np.concatenate(ends_ts),
             kafka_ms=np.fromiter((records[i].timestamp for i in parsed.index[order]), np.int64, len(order)),
         )
 
@@ -267,8 +292,7 @@ class StreamProcessor:
         if pending.produced_ms:
             produced = np.concatenate(pending.produced_ms) / 1000.0
             self.metrics.end_to_end.observe_many(np.maximum(0.0, now - produced))
-        stale = self.model.max_gap_seconds
-        committed = self.source.commit(pending.next_offsets, self.buffers.rebuild_offsets(stale))
+        committed = self.source.commit(pending.next_offsets, self.buffers.rebuild_offsets(self._stale_after))
         self.metrics.scores_published.inc(sum(len(p) for p in pending.produced_ms))
         self.metrics.readings_in_progress.set(0)
         self._lags_seen.update(pending.next_offsets)

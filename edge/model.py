@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from connectors.processor import ServedModel
+from memae_ts.resample import ResampleSpec
 
 
 def bundle_version(bundle_dir: str | Path) -> str:
@@ -39,6 +40,10 @@ def load_served_model(bundle_dir: str | Path, engine: str = "auto", threads: int
     bundle = eng.bundle
     config: dict[str, Any] = dict(getattr(bundle, "config", {}) or {})
     gap = config.get("max_gap_seconds")
+    # A model fitted on resampled data is served on the same grid; its windows are then split
+    # only by missing grid values, as offline after resampling.
+    raw = config.get("resample")
+    resample = ResampleSpec.from_config(raw) if raw is not None else None
     threshold = _threshold(bundle)
     if not threshold > 0:
         raise ValueError(f"bundle threshold must be positive, got {threshold}")
@@ -49,6 +54,7 @@ def load_served_model(bundle_dir: str | Path, engine: str = "auto", threads: int
         threshold=threshold,
         version=str(getattr(bundle, "model_version", "") or bundle_version(bundle_dir)),
         engine_name=str(getattr(eng, "name", type(eng).__name__)),
-        max_gap_seconds=float(gap) if gap is not None else None,
-        max_fill_rows=int(config.get("max_fill_rows") or 0),
+        max_gap_seconds=float(gap) if gap is not None and resample is None else None,
+        max_fill_rows=int(config.get("max_fill_rows") or 0) if resample is None else 0,
+        resample=resample,
     )

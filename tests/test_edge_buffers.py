@@ -175,3 +175,34 @@ def test_batches_make_the_same_windows_as_one_reading_at_a_time():
     assert sorted(got) == sorted(expected)
     for i, w in expected.items():
         np.testing.assert_array_equal(got[i], w)
+
+
+def test_nothing_filled_batches_make_the_offline_windows(tmp_path):
+    """max_fill_rows=0 (resampled models): a row with a missing value only splits the series,
+    so batches go in as runs between such rows; every window is still the offline one."""
+    rng = np.random.default_rng(5)
+    n, window, max_gap = 500, 4, 150.0
+    steps = np.where(rng.random(n) < 0.03, 600, 60)
+    times = pd.Timestamp("2026-11-01", tz="UTC") + pd.to_timedelta(np.cumsum(steps), unit="s")
+    values = rng.normal(size=(n, 2)).round(4)
+    values[rng.random((n, 2)) < 0.06] = np.nan
+    frame = pd.DataFrame(values, columns=["s1", "s2"])
+    frame.insert(0, "timestamp", times.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    data = load_csv(str(tmp_path / "d.csv"))
+    for gap in (max_gap, None):
+        segments = segment(data, max_gap_seconds=gap, max_fill_rows=0)
+        ends = window_ends(segments, window)
+        buf = WindowBuffers(window, 2, max_gap_seconds=gap, max_fill_rows=0)
+        got: dict[int, np.ndarray] = {}
+        start = 0
+        while start < n:
+            stop = min(n, start + int(rng.integers(1, 30)))
+            ts = np.array([t.timestamp() for t in times[start:stop]])
+            made = buf.extend("a", 0, ts, values[start:stop], np.arange(start, stop))
+            for end, w in zip(made.ends, made.windows, strict=True):
+                got[start + int(end)] = w
+            start = stop
+        assert sorted(got) == ends.tolist() and len(ends) > 100
+        for end, w in zip(ends, gather(segments.values, ends, window), strict=True):
+            np.testing.assert_array_equal(got[int(end)], w)
