@@ -42,6 +42,7 @@ FAULT_LABEL_COLUMNS = ("anomaly", "label")  # what `fit` reads as labelled fault
 MIN_NUMERIC_SHARE = 0.5  # a column with at least this share of numbers is a sensor with gaps
 MAX_SILENT_DUPLICATE_SHARE = 0.01  # more repeated timestamps than this is an error, not a warning
 MAX_ASSET_VALUES = 1000
+DEFAULT_GAP_PERIODS = 3.0  # the gap rule's default (windows.py): steps beyond it split a series
 
 
 class DataWarning(UserWarning):
@@ -670,10 +671,16 @@ def _duplicates_message(data: SensorData, count: int, share: float, lines: str) 
 
 # ---------------------------------------------------------------------- sampling
 IRREGULAR_SHARE = 0.5  # fewer steps than this within 10 % of the median: irregular sampling
+GAPPY_SHARE = 0.02  # more steps than this beyond 3 periods (and at least MIN_GAPS): bursts and silences
+MIN_GAPS = 10
 
 
 def describe_sampling(data: SensorData) -> None:
-    """Time range, typical period and whether the sampling is regular, into the summary."""
+    """Time range, typical period and whether the sampling is regular, into the summary.
+
+    Two kinds of irregular: steps of every length (few near the median), or regular bursts
+    separated by many silences, which the 3-period gap rule cuts into pieces shorter than a
+    window (a historian's by-exception archive looks like both)."""
     summary = data.summary
     if data.timestamps is None or len(data) == 0:
         return
@@ -688,13 +695,17 @@ def describe_sampling(data: SensorData) -> None:
     period = float(np.median(steps))
     summary.period_seconds = period
     regular = float(np.mean(np.abs(steps - period) <= 0.1 * period))
-    if regular >= IRREGULAR_SHARE:
+    gaps = int(np.sum(steps > DEFAULT_GAP_PERIODS * period))
+    if regular >= IRREGULAR_SHARE and (gaps < MIN_GAPS or gaps <= GAPPY_SHARE * steps.size):
         summary.sampling = f"every {period:.6g} s ({100 * regular:.0f} % of steps within 10 % of it)"
+        if gaps:
+            summary.sampling += f"; {gaps} gap(s) over {DEFAULT_GAP_PERIODS:g} periods"
         return
     summary.irregular = True
     low, high = np.percentile(steps, [5, 95])
     summary.sampling = (
-        f"IRREGULAR: median step {period:.6g} s but only {100 * regular:.0f} % of steps are within 10 % "
-        f"of it (5-95 % of steps: {low:.6g} s to {high:.6g} s); a historian export stored by exception? "
-        f"--resample PERIOD puts it on a regular grid"
+        f"IRREGULAR: median step {period:.6g} s, {100 * regular:.0f} % of steps within 10 % of it, "
+        f"{gaps} of {steps.size} steps longer than {DEFAULT_GAP_PERIODS:g} periods (5-95 % of steps: "
+        f"{low:.6g} s to {high:.6g} s); a historian export stored by exception? --resample PERIOD "
+        f"puts it on a regular grid"
     )

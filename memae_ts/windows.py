@@ -13,11 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from memae_ts.data import SensorData
+from memae_ts.data import DEFAULT_GAP_PERIODS, SensorData
 from memae_ts.errors import DataError
 from memae_ts.summary import gap_counts
-
-DEFAULT_GAP_PERIODS = 3.0
 
 
 @dataclass(frozen=True)

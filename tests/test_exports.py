@@ -427,3 +427,41 @@ def test_bad_input_is_one_line_with_the_option(
     code, out, err = cli("inspect", str(path), *args, capsys=capsys)
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and message in err, err
+
+
+def by_exception_export(path: Path, bursts: int = 60, seed: int = 4) -> pd.DataFrame:
+    """What a historian's compressed archive exports: a burst of rows while a value moves past
+    its deadband, then nothing for minutes while it holds steady."""
+    rng = np.random.default_rng(seed)
+    starts = np.cumsum(rng.uniform(300, 900, bursts))
+    t = (starts[:, None] + np.arange(5) * 2.0).ravel()
+    frame = pd.DataFrame(
+        {
+            "timestamp": pd.Timestamp("2026-10-01", tz="UTC") + pd.to_timedelta(t, unit="s"),
+            "level": np.round(50 + 10 * np.sin(t / 600) + rng.normal(0, 0.05, t.size), 2),
+            "temp": np.round(30 + 2 * np.sin(t / 900), 2),
+        }
+    )
+    frame.to_csv(path, index=False)
+    return frame
+
+
+def test_resample_scores_a_by_exception_export_that_gap_rules_would_cut_to_pieces(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from memae_ts import MemAE
+
+    path = tmp_path / "pi.csv"
+    by_exception_export(path)
+    data = load_csv(path)
+    assert data.summary.irregular
+    params = {"window": 8, "channels": (4,), "latent": 4, "memory_slots": 8, "epochs": 1, "seed": 0}
+    with pytest.raises(DataError, match="no complete window of 8 rows"):
+        MemAE(**params).fit(path)  # every stretch between two gaps is shorter than a window
+    model = MemAE(**params, resample="10s").fit(path)
+    assert model.bundle_.config["resample"]["period_seconds"] == 10
+    assert model.bundle_.config["max_fill_rows"] == 0 and model.bundle_.config["max_gap_seconds"] is None
+    scored, result = model.score_rows(path)
+    assert np.all(np.diff(scored.timestamps.asi8) == 10**10)
+    assert np.isfinite(result.score).mean() > 0.95
+    per_row = model.score_samples(path)
+    assert per_row.shape == (len(data),) and np.isfinite(per_row).mean() > 0.3
