@@ -47,6 +47,7 @@ from memae_ts.resample import TIME_LIMIT_NS, ResampleSpec, resample_cells
 
 _TS_LIMIT_SECONDS = TIME_LIMIT_NS / 1e9
 _NONE = np.iinfo(np.int64).min  # "no valid reading" in per-sensor times
+_MAX = np.iinfo(np.int64).max
 _NO_ROWS = np.empty(0, dtype=np.int64)
 
 
@@ -174,7 +175,7 @@ class StreamResampler:
             source = np.where(
                 known,
                 np.minimum(all_offsets[np.maximum(cells.left, 0)], all_offsets[np.maximum(cells.right, 0)]),
-                np.iinfo(np.int64).max,
+                _MAX,
             )
             empty = ~known.any(axis=1)
             row_offsets = np.where(empty, all_offsets[carried + trigger], source.min(axis=1))
@@ -209,6 +210,8 @@ class StreamResampler:
         if len(with_value) == 0:
             return np.array([first], dtype=np.int64)
         breaks = np.flatnonzero(np.diff(with_value) > self._limit)
+        if not len(breaks) and with_value[0] <= first and last - with_value[-1] <= self._limit:
+            return np.arange(first, last + 1, p, dtype=np.int64)  # the common case: no silence
         starts = with_value[np.concatenate([[0], breaks + 1])]
         ends = with_value[np.concatenate([breaks, [len(with_value) - 1]])]
         lo = -(-np.maximum(starts, first) // p) * p
@@ -223,7 +226,7 @@ class StreamResampler:
         if len(lo) == 0 or lo[0] > first:
             gaps.append(first)
         after = hi + p
-        following = np.append(lo[1:], np.iinfo(np.int64).max)
+        following = np.append(lo[1:], _MAX)
         gaps.extend(after[(after <= last) & (following > after)].tolist())
         return np.sort(np.concatenate([live, np.array(gaps, dtype=np.int64)]))
 

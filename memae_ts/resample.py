@@ -198,6 +198,10 @@ def grid_between(first_ns: int, last_ns: int, period_ns: int) -> np.ndarray:
     return np.arange(start, stop + 1, period_ns, dtype=np.int64)
 
 
+# Cells per block of sensors in resample_cells: bounds the temporary (rows, sensors) arrays.
+BLOCK_CELLS = 1 << 21
+
+
 def resample_cells(
     times_ns: np.ndarray,
     values: np.ndarray,
@@ -209,59 +213,80 @@ def resample_cells(
     """The value of every sensor at the given grid times (any sorted subset of the grid).
 
     Each grid time is decided on its own from the readings around it, so the offline function
-    and the stream call this same code on different slices and get the same bits. One pass per
-    sensor (``searchsorted`` over that sensor's valid readings), never one per row.
+    and the stream call this same code on different slices and get the same bits. Vectorised
+    over rows, grid points and a block of sensors at a time (running maxima of valid row
+    indices, one ``searchsorted`` of the grid in the times), never a loop per row.
     """
     g, s = len(grid_ns), values.shape[1]
-    out = np.full((g, s), np.nan)
-    left_rows = np.full((g, s), -1, dtype=np.int64)
-    right_rows = np.full((g, s), -1, dtype=np.int64)
-    if g == 0:
-        return Cells(out, left_rows, right_rows)
-    for j in range(s):
-        column = values[:, j]
-        marker = invalid[:, j] if invalid is not None else None
-        ok = ~np.isnan(column)
-        if marker is not None:
-            ok &= ~marker
-        rows = np.flatnonzero(ok)
-        if len(rows) == 0:
-            continue
-        t_valid = times_ns[rows]
-        k = np.searchsorted(t_valid, grid_ns, side="right") - 1  # last valid reading <= g
-        has_left = k >= 0
-        k = np.maximum(k, 0)
-        t_left = t_valid[k]
-        marker_times = times_ns[marker] if marker is not None and marker.any() else None
-        if method == "hold":
-            good = has_left & (grid_ns - t_left <= limit_ns)
-            if marker_times is not None:
-                m = np.searchsorted(marker_times, grid_ns, side="right") - 1  # last marker <= g
-                good &= ~((m >= 0) & (marker_times[np.maximum(m, 0)] > t_left))
-            src = rows[k]
-            out[good, j] = column[src[good]]
-            left_rows[good, j] = src[good]
-            right_rows[good, j] = src[good]
-            continue
-        r = np.searchsorted(t_valid, grid_ns, side="left")  # first valid reading >= g
-        has_right = r < len(t_valid)
-        r = np.minimum(r, len(t_valid) - 1)
-        t_right = t_valid[r]
-        good = has_left & has_right & (t_right - t_left <= limit_ns)
-        if marker_times is not None:
-            after_left = np.searchsorted(marker_times, t_left, side="right")
-            before_right = np.searchsorted(marker_times, t_right, side="left")
-            good &= after_left >= before_right  # no marker strictly between the two readings
-        src_left, src_right = rows[k], rows[r]
-        v0, v1 = column[src_left], column[src_right]
-        exact = t_right == t_left
-        span = np.where(exact, 1, t_right - t_left).astype(np.float64)
-        value = v0 + (v1 - v0) * ((grid_ns - t_left).astype(np.float64) / span)
-        value = np.where(exact, v0, value)
-        out[good, j] = value[good]
-        left_rows[good, j] = src_left[good]
-        right_rows[good, j] = src_right[good]
-    return Cells(out, left_rows, right_rows)
+    n = len(times_ns)
+    if g == 0 or n == 0:
+        return Cells(np.full((g, s), np.nan), np.full((g, s), -1, np.int64), np.full((g, s), -1, np.int64))
+    last_row = np.searchsorted(times_ns, grid_ns, side="right") - 1  # last input row <= g (may be -1)
+    first_row = np.searchsorted(times_ns, grid_ns, side="left")  # first input row >= g (may be n)
+    block = max(1, BLOCK_CELLS // max(n, g))
+    parts = []
+    for lo in range(0, s, block):
+        cols = slice(lo, lo + block)
+        markers = None if invalid is None else invalid[:, cols]
+        parts.append(
+            _cells_block(times_ns, values[:, cols], markers, grid_ns, last_row, first_row, method, limit_ns)
+        )
+    if len(parts) == 1:
+        return parts[0]
+    return Cells(
+        *(np.concatenate([getattr(p, f) for p in parts], axis=1) for f in ("values", "left", "right"))
+    )
+
+
+def _cells_block(
+    times_ns: np.ndarray,
+    values: np.ndarray,
+    invalid: np.ndarray | None,
+    grid_ns: np.ndarray,
+    last_row: np.ndarray,
+    first_row: np.ndarray,
+    method: str,
+    limit_ns: int,
+) -> Cells:
+    n = len(times_ns)
+    rows = np.arange(n, dtype=np.int64)[:, None]
+    ok = ~np.isnan(values)
+    markers = invalid if invalid is not None and invalid.any() else None
+    if markers is not None:
+        ok &= ~markers
+    # Per row and sensor: the last valid row up to it; at each grid time: the last valid <= g.
+    last_ok = np.maximum.accumulate(np.where(ok, rows, -1), axis=0)
+    left = np.where(last_row[:, None] >= 0, last_ok[np.maximum(last_row, 0)], -1)
+    has_left = left >= 0
+    left_c = np.maximum(left, 0)
+    t_left = times_ns[left_c]
+    age = grid_ns[:, None] - t_left
+    v0 = np.take_along_axis(values, left_c, axis=0)
+    if method == "hold":
+        good = has_left & (age <= limit_ns)
+        if markers is not None:  # a marker after the held reading (and <= g) ends the hold
+            last_bad = np.maximum.accumulate(np.where(markers, rows, -1), axis=0)
+            good &= np.where(last_row[:, None] >= 0, last_bad[np.maximum(last_row, 0)], -1) < left
+        source = np.where(good, left, -1)
+        return Cells(np.where(good, v0, np.nan), source, source)
+
+    # The first valid row from each row on; at each grid time: the first valid >= g.
+    next_ok = np.minimum.accumulate(np.where(ok, rows, n)[::-1], axis=0)[::-1]
+    right = np.where(first_row[:, None] < n, next_ok[np.minimum(first_row, n - 1)], n)
+    right_c = np.minimum(right, n - 1)
+    t_right = times_ns[right_c]
+    good = has_left & (right < n) & (t_right - t_left <= limit_ns)
+    if markers is not None:  # no marker strictly between the two readings
+        seen = np.cumsum(markers, axis=0)
+        between = np.take_along_axis(seen, np.maximum(right_c - 1, 0), axis=0) - np.take_along_axis(
+            seen, left_c, axis=0
+        )
+        good &= (right_c <= left_c) | (between == 0)
+    v1 = np.take_along_axis(values, right_c, axis=0)
+    exact = t_right == t_left
+    span = np.where(exact, 1, t_right - t_left).astype(np.float64)
+    value = np.where(exact, v0, v0 + (v1 - v0) * (age.astype(np.float64) / span))
+    return Cells(np.where(good, value, np.nan), np.where(good, left, -1), np.where(good, right, -1))
 
 
 def _check_inputs(times_ns: np.ndarray, values: np.ndarray, invalid: np.ndarray | None) -> None:
