@@ -34,6 +34,7 @@ from memae_ts.memory_usage import collapse_warning
 from memae_ts.memory_usage import measure as measure_memory
 from memae_ts.scaling import Scaler
 from memae_ts.scoring import RowScores, score_rows, score_windows
+from memae_ts.summary import DataSummary
 from memae_ts.threshold import calibrate, with_margin
 from memae_ts.windows import (
     default_max_gap_seconds,
@@ -356,8 +357,7 @@ class MemAE:
         data.summary.training = {"note": note, "excluded_windows": int(touched.sum())}
         if kept.size == 0:
             raise DataError(f"{data.source}: every window touches a labelled row: {note}")
-        if touched.any():
-            log.info("%s: %s", data.source, note)
+        log.debug("%s: %s", data.source, note)
         return kept, labelled
 
     def _set_fitted(self, bundle: Bundle, engine: Any) -> None:
@@ -366,6 +366,8 @@ class MemAE:
         self.sensors_ = bundle.sensors
         self.scaler_ = bundle.scaler
         self.threshold_ = bundle.threshold
+        data = bundle.config.get("data")  # what the training data was: read, dropped, filled, left out
+        self.data_summary_ = DataSummary.from_dict(data) if isinstance(data, dict) else None
 
     # ------------------------------------------------------------------ scoring
     def score_rows(self, X: InputData, label_column: str | None = None) -> tuple[SensorData, RowScores]:

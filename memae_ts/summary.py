@@ -117,6 +117,14 @@ class DataSummary:
                 )
         return out
 
+    def fit_lines(self) -> list[str]:
+        """What fitting added to the summary: the grid, the gap rules' effect, labelled rows."""
+        lines = [f"resampled      {self.resample['description']}"] if self.resample else []
+        lines += self.gap_lines()
+        if self.training:
+            lines.append(f"training       {self.training['note']}")
+        return lines
+
     def format(self, *, short: bool = False) -> str:
         """The long form for `inspect`, a few lines for `fit`."""
         lines = [f"data           {self.source}: {self.rows_read} rows, {self.dialect_line()}"]
@@ -129,8 +137,6 @@ class DataSummary:
         for column, reason in self.ignored:
             lines.append(f"  ignored {column!r}: {reason}")
         lines += self.missing_lines()
-        if self.resample:
-            lines.append(f"resampled      {self.resample['description']}")
         if self.asset_column:
             lines.append(f"machines       {self.assets} in column {self.asset_column!r}")
         if self.suspected_asset:
@@ -148,9 +154,7 @@ class DataSummary:
             lines.append(
                 f"labels         column {self.label_column!r}: {self.labelled_rows} row(s) labelled anomalous"
             )
-        lines += self.gap_lines()
-        if self.training:
-            lines.append(f"training       {self.training['note']}")
+        lines += self.fit_lines()
         return "\n".join(lines)
 
 

@@ -465,3 +465,11 @@ def test_resample_scores_a_by_exception_export_that_gap_rules_would_cut_to_piece
     assert np.isfinite(result.score).mean() > 0.95
     per_row = model.score_samples(path)
     assert per_row.shape == (len(data),) and np.isfinite(per_row).mean() > 0.3
+
+
+def test_loaded_model_tells_what_it_was_trained_on(tiny_model_dir: Path) -> None:
+    from memae_ts import load
+
+    summary = load(tiny_model_dir, engine="numpy").data_summary_
+    assert summary is not None and summary.period_seconds == 300
+    assert summary.time["format"] == "ISO8601" and "2026-11-01T00:00:00" in summary.format()

@@ -236,10 +236,12 @@ def run(args: argparse.Namespace) -> int:
         detect_labels=True,
         drop_duplicates=args.drop_duplicates,
     )
+    print(data.summary.format(short=True), flush=True)  # what was read, before the long part
     model.fit(data)
     path = model.save(output)
     training = model.bundle_.config["training"]
-    print(DataSummary.from_dict(model.bundle_.config["data"]).format(short=True))
+    fitted = DataSummary.from_dict(model.bundle_.config["data"])
+    print("\n".join(fitted.fit_lines()))
     print(
         f"model written to {os.path.abspath(path)}\n"
         f"  sensors ({len(model.sensors_)}): {', '.join(model.sensors_)}\n"
