@@ -126,11 +126,7 @@ class StreamProcessor:
         self.buffers: WindowBuffers | ResampledBuffers
         if model.resample is not None:
             self.buffers = ResampledBuffers(
-                model.resample,
-                model.window,
-                len(model.sensors),
-                backwards_tolerance_seconds=self.config.backwards_tolerance_seconds,
-                max_assets=self.config.max_assets,
+                model.resample, model.window, len(model.sensors), max_assets=self.config.max_assets
             )
             # An asset silent for longer than the limit holds nothing for the rows after its
             # silence except the first `limit` of them; it must not pin the rewind point.

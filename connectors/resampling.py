@@ -22,9 +22,10 @@ What differs from offline, on purpose
       and a silence of a week does not become a week of empty rows.
     * Times are taken to the microsecond (what a float64 epoch second carries); a resampled
       model needs them between the years 1824 and 2116 (else ``bad_timestamp``).
-    * A reading at the same time as the asset's previous one, or earlier by at most
-      ``backwards_tolerance_seconds``, is placed 1 ns after the previous one: it counts for
-      later grid points, never for one already emitted. Earlier than that: ``time_backwards``.
+    * A reading that is not later than the asset's newest one is refused (``time_backwards``),
+      whatever ``backwards_tolerance_seconds`` says: a grid point may already have been emitted
+      without it, and putting it after the newest would let an older value replace a newer one.
+      Offline, such a reading is sorted into place; of a repeated timestamp both keep the first.
 
 Offsets and the rebuild point
     Each grid row carries the smallest Kafka offset among the readings its values come from, so
@@ -73,8 +74,7 @@ class _AssetGrid:
     n_sensors: int
     partition: int = -1
     next_g: int | None = None  # the next grid time to emit (ns)
-    last_ns: int | None = None  # the newest reading, as placed (ns)
-    last_ts: float = -np.inf  # the newest reading as sent (s): the backwards check
+    last_ns: int | None = None  # the newest reading (ns)
     nan_run: bool = False  # the last row emitted had no value at all
     # The readings a future grid row may still need (int64 ns, float64 values, offsets).
     times: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
@@ -91,19 +91,11 @@ class _AssetGrid:
 class StreamResampler:
     """Per-asset resampling state for one :class:`ResampleSpec` and sensor list."""
 
-    def __init__(
-        self,
-        spec: ResampleSpec,
-        n_sensors: int,
-        *,
-        backwards_tolerance_seconds: float = 0.0,
-        max_assets: int = 10_000,
-    ) -> None:
+    def __init__(self, spec: ResampleSpec, n_sensors: int, *, max_assets: int = 10_000) -> None:
         if n_sensors < 1:
             raise ValueError("n_sensors must be positive")
         self.spec = spec
         self.n_sensors = n_sensors
-        self.backwards_tolerance_seconds = backwards_tolerance_seconds
         self.max_assets = max_assets
         self._period = spec.period_ns()
         self._limit = spec.limit_ns()
@@ -134,29 +126,25 @@ class StreamResampler:
 
         ts = np.asarray(ts, dtype=np.float64)
         placeable = np.abs(ts) < _TS_LIMIT_SECONDS  # also False for NaN
-        # Newest time before each reading; a refused one changes nothing (as in WindowBuffers).
-        before = np.empty(n)
-        before[0] = state.last_ts
+        ns = np.round(np.where(placeable, ts, 0.0) * 1e6).astype(np.int64) * 1000
+        # The newest time before each reading; a refused reading is not newer, so it changes nothing.
+        before = np.empty(n, dtype=np.int64)
+        before[0] = _NONE if state.last_ns is None else state.last_ns
         if n > 1:
-            np.maximum(
-                np.maximum.accumulate(np.where(placeable, ts, -np.inf)[:-1]), state.last_ts, out=before[1:]
-            )
-        back = before - ts
-        refused = ~placeable | (back > self.backwards_tolerance_seconds)
-        rejected = [(int(i), _refusal(asset, ts[i], back[i], placeable[i])) for i in np.flatnonzero(refused)]
+            newest = np.maximum.accumulate(np.where(placeable, ns, _NONE)[:-1])
+            np.maximum(newest, before[0], out=before[1:])
+        refused = ~placeable | (ns <= before)
+        rejected = [
+            (int(i), _refusal(asset, ts[i], int(ns[i]), int(before[i]), bool(placeable[i])))
+            for i in np.flatnonzero(refused)
+        ]
         accepted = np.flatnonzero(~refused)
         if len(accepted) == 0:
             return self._empty(rejected)
-
-        # Microseconds, then strictly increasing: t[k] = max(t[k], t[k-1] + 1 ns).
-        raw = np.round(ts[accepted] * 1e6).astype(np.int64) * 1000
-        k = np.arange(len(raw), dtype=np.int64)
-        floor = raw[0] if state.last_ns is None else state.last_ns + 1
-        times = k + np.maximum(np.maximum.accumulate(raw - k), floor)
+        times = ns[accepted]
         if state.next_g is None:
             state.next_g = -(-int(times[0]) // self._period) * self._period
         state.last_ns = int(times[-1])
-        state.last_ts = float(max(state.last_ts, ts[accepted].max()))
 
         carried = len(state.times)
         all_times = np.concatenate([state.times, times])
@@ -254,7 +242,7 @@ class StreamResampler:
 
     def last_reading(self) -> dict[str, tuple[int, float]]:
         """Per asset: its partition and the time (epoch s) of its newest reading."""
-        return {a: (s.partition, s.last_ts) for a, s in self._assets.items() if s.last_ns is not None}
+        return {a: (s.partition, s.last_ns / 1e9) for a, s in self._assets.items() if s.last_ns is not None}
 
     def assets_in(self, partitions: set[int]) -> list[str]:
         return [a for a, s in self._assets.items() if s.partition in partitions]
@@ -263,12 +251,20 @@ class StreamResampler:
         self._assets = {a: s for a, s in self._assets.items() if s.partition not in partitions}
 
 
-def _refusal(asset: str, ts: float, back: float, placeable: bool) -> InvalidMessage:
+def _refusal(asset: str, ts: float, ns: int, before: int, placeable: bool) -> InvalidMessage:
     if not placeable:
         return InvalidMessage(
             "bad_timestamp", f"{ts!r} is outside the years 1824-2116 a resampled model can place"
         )
-    return InvalidMessage("time_backwards", f"asset {asset!r} went back {back:.3f}s in time")
+    if ns == before:
+        return InvalidMessage(
+            "time_backwards",
+            f"asset {asset!r} sent a second reading for the same time; a resampled model keeps the "
+            "first, as offline scoring does",
+        )
+    return InvalidMessage(
+        "time_backwards", f"asset {asset!r} went back {(before - ns) / 1e9:.6f}s in time (resampled model)"
+    )
 
 
 class ResampledBuffers:
@@ -277,19 +273,9 @@ class ResampledBuffers:
     limit (the grid is regular) and no forward fill (resampling already decided what to hold),
     so only a NaN grid row splits a series."""
 
-    def __init__(
-        self,
-        spec: ResampleSpec,
-        window: int,
-        n_sensors: int,
-        *,
-        backwards_tolerance_seconds: float = 0.0,
-        max_assets: int = 10_000,
-    ) -> None:
+    def __init__(self, spec: ResampleSpec, window: int, n_sensors: int, *, max_assets: int = 10_000) -> None:
         self.spec = spec
-        self.resampler = StreamResampler(
-            spec, n_sensors, backwards_tolerance_seconds=backwards_tolerance_seconds, max_assets=max_assets
-        )
+        self.resampler = StreamResampler(spec, n_sensors, max_assets=max_assets)
         self.windows = WindowBuffers(
             window, n_sensors, max_gap_seconds=None, max_fill_rows=0, max_assets=max_assets
         )

@@ -187,18 +187,23 @@ def test_a_long_silence_is_one_empty_row_not_one_per_period():
     assert rows.ts[-1] == 7 * 86400.0 and rows.values[-1, 0] == 2.0
 
 
-def test_late_and_duplicate_times_count_after_the_newest_and_far_ones_are_refused():
-    res = StreamResampler(ResampleSpec(10.0), 1, backwards_tolerance_seconds=5.0)
-    rows = res.extend(
-        "a", 0, np.array([0.0, 10.0, 10.0, 7.0, 1.0, 20.0]), np.array([[0], [1], [2], [3], [4], [5]]),
-        np.arange(6),
-    )  # fmt: skip
-    # 10 s took the first reading at 10 s; the second one and the late 7 s count after it
+def test_a_reading_not_after_the_newest_is_refused_and_changes_nothing():
+    res = StreamResampler(ResampleSpec(10.0), 1)
+    ts = np.array([0.0, 10.0, 10.0, 7.0, 10.0000004, 20.0])
+    rows = res.extend("a", 0, ts, np.array([[0], [1], [2], [3], [4], [5]]), np.arange(6))
+    # the second 10 s reading (and one within a microsecond of it) and the late 7 s one are
+    # refused: 10 s keeps the first reading, as offline keeps the first of a repeated time
     np.testing.assert_array_equal(rows.ts, [0.0, 10.0, 20.0])
     np.testing.assert_array_equal(rows.values[:, 0], [0, 1, 5])
-    assert [(i, e.reason) for i, e in rows.rejected] == [(4, "time_backwards")]
-    rows = res.extend("a", 0, np.array([25.0, 1e10]), np.array([[6], [7]]), np.array([6, 7]))
+    assert [(i, e.reason) for i, e in rows.rejected] == [
+        (2, "time_backwards"),
+        (3, "time_backwards"),
+        (4, "time_backwards"),
+    ]
+    assert "same time" in rows.rejected[0][1].detail and "went back 3.0" in rows.rejected[1][1].detail
+    rows = res.extend("a", 0, np.array([25.0, 1e10, 30.0]), np.array([[6], [7], [8]]), np.array([6, 7, 8]))
     assert [(i, e.reason) for i, e in rows.rejected] == [(1, "bad_timestamp")]
+    np.testing.assert_array_equal(rows.values[:, 0], [8])  # 30 s: the 30 s reading itself
 
 
 def test_the_rebuild_point_covers_held_values_not_yet_used():
@@ -420,3 +425,27 @@ def test_a_bundle_without_resample_is_served_as_before(tmp_path):
     config["resample"] = {"period_seconds": 10, "method": "nearest"}
     with pytest.raises(ValueError, match=r"resample\.method"):
         load_served_model(write_bundle(tmp_path / "bad", config, weights), engine="numpy")
+
+
+def test_score_records_carry_grid_times_and_unplaceable_readings_are_dead_letters():
+    spec = ResampleSpec(10.0, "hold", 60.0)
+    model = ServedModel(MeanEngine(), ["x", "y"], 2, threshold=1.0, version="v1", resample=spec)
+    proc, source, sink = processor(model)
+
+    def msg(offset: int, ts: float, x: float | None, y: float | None) -> Msg:
+        return Msg(0, offset, b"a", json.dumps([ts, x, y]).encode())
+
+    source.batches = [
+        [msg(0, 3, 1, 2), msg(1, 14, 3, None), msg(2, 14, 9, 9), Msg(0, 3, b"a", b"{"), msg(4, 31, None, 4)],
+        [msg(5, 40, 5, 5)],
+    ]
+    proc.step()
+    # grid rows 10 (1, 2), 20 (3, 2), 30 (3, 2): windows of 2 end at 20 and 30
+    assert [r["ts"] for r in sink.published] == ["1970-01-01T00:00:20Z", "1970-01-01T00:00:30Z"]
+    assert [r["score"] for r in sink.published] == [pytest.approx(2.0), pytest.approx(2.5)]
+    assert sink.dead == ["time_backwards", "bad_json"]
+    assert source.commits == [({0: 5}, {0: 0})]  # the 30 s row holds y from offset 0
+    proc.step()
+    assert [r["ts"] for r in sink.published][2:] == ["1970-01-01T00:00:40Z"]
+    assert sink.published[2]["score"] == pytest.approx((3 + 2 + 5 + 5) / 4)  # 31 s came after 30 s
+    assert source.commits[1] == ({0: 6}, {0: 5})
