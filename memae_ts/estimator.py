@@ -50,6 +50,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Bounds that keep a fit's time and memory independent of how long the history is.
+MAX_EPOCH_WINDOWS = 100_000  # an epoch is a full pass up to this many windows, else a sample
+MAX_VALIDATION_WINDOWS = 20_000  # held-out windows for early stopping and the threshold
+MAX_SCALER_ROWS = 2_000_000  # rows the scaler statistics are computed from (evenly spaced)
+
 InputData = str | os.PathLike[str] | pd.DataFrame | np.ndarray | SensorData
 
 
@@ -78,6 +83,7 @@ class MemAE:
         shrink_threshold: float | None = None,
         entropy_weight: float = 2e-4,
         epochs: int = 100,
+        steps_per_epoch: int | None = None,
         batch_size: int = 64,
         learning_rate: float = 1e-3,
         patience: int = 10,
@@ -122,6 +128,7 @@ class MemAE:
         self.shrink_threshold = shrink_threshold
         self.entropy_weight = entropy_weight
         self.epochs = epochs
+        self.steps_per_epoch = steps_per_epoch
         self.batch_size = batch_size
         self.learning_rate = learning_rate
         self.patience = patience
@@ -207,7 +214,7 @@ class MemAE:
         torch = require_torch()
         from memae_ts.engine_torch import TorchEngine
         from memae_ts.model import MemAENet, NetworkSpec, validate_spec
-        from memae_ts.train import TrainSettings, train
+        from memae_ts.train import IndexedWindows, TrainSettings, distributed_from_env, train
 
         if not 0 < self.validation_fraction < 1:
             raise DataError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
@@ -241,15 +248,17 @@ class MemAE:
                 stacklevel=2,
             )
             val_ends = train_ends
+        val_ends = evenly_spaced(val_ends, MAX_VALIDATION_WINDOWS)
 
-        train_rows = segments.values[~is_val & ~labelled]
+        fit_rows = np.flatnonzero(~is_val & ~labelled & ~np.isnan(segments.values).any(axis=1))
         scaler = Scaler.fit(
-            train_rows[~np.isnan(train_rows).any(axis=1)],
+            segments.values[evenly_spaced(fit_rows, MAX_SCALER_ROWS)],
             self.scaler,
             data.sensors,
             min_relative_scale=self.min_relative_scale,
         )
-        scaled = scaler.transform(segments.values)
+        del fit_rows
+        series = scaler.transform_float32(segments.values)
         spec = NetworkSpec(
             arch=self.arch,
             n_sensors=len(data.sensors),
@@ -282,9 +291,19 @@ class MemAE:
             device=self.device,
             progress=self.verbose,
         )
-        history = train(
-            net, gather(scaled, train_ends, self.window), gather(scaled, val_ends, self.window), settings
+        dist = distributed_from_env(self.device)
+        batches = IndexedWindows(
+            series,
+            train_ends,
+            self.window,
+            self.batch_size,
+            windows_per_epoch=self._windows_per_epoch(),
+            seed=self.seed,
+            rank=dist.rank,
+            world=dist.world,
         )
+        history = train(net, batches, gather(series, val_ends, self.window), settings, dist)
+        del series, batches
 
         config: dict[str, Any] = {
             "library_version": __version__,
@@ -360,6 +379,14 @@ class MemAE:
         log.debug("%s: %s", data.source, note)
         return kept, labelled
 
+    def _windows_per_epoch(self) -> int:
+        """`steps_per_epoch` batches, or by default a full pass up to MAX_EPOCH_WINDOWS windows."""
+        if self.steps_per_epoch is None:
+            return MAX_EPOCH_WINDOWS
+        if self.steps_per_epoch < 1:
+            raise DataError(f"steps_per_epoch must be positive, got {self.steps_per_epoch}")
+        return self.steps_per_epoch * self.batch_size
+
     def _set_fitted(self, bundle: Bundle, engine: Any) -> None:
         self.bundle_ = bundle
         self.engine_ = engine
@@ -417,6 +444,14 @@ class MemAE:
         self._check_fitted()
         saved = save_bundle(path, self.bundle_)
         return saved.path
+
+
+def evenly_spaced(items: np.ndarray, limit: int) -> np.ndarray:
+    """At most `limit` of `items`, spread evenly from first to last (all of them when fewer):
+    deterministic, so the same data and seed give the same bundle."""
+    if items.size <= limit:
+        return items
+    return items[np.linspace(0, items.size - 1, limit).round().astype(np.int64)]
 
 
 def _validation_rows(data: SensorData, fraction: float) -> np.ndarray:

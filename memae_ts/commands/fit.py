@@ -25,6 +25,8 @@ examples:
   memae-ts fit pi-export.csv --resample 10s          by-exception data onto a 10 s grid
   memae-ts fit history.parquet                       Parquet file or directory of Parquet files
   cat sensors.csv | memae-ts fit - -o pump7          from standard input
+  torchrun --nproc-per-node 2 -m memae_ts.cli fit history.parquet -o pump7
+                                                     several processes (cores, GPUs or machines)
 
 Run 'memae-ts inspect DATA' first to see how the file is read; fit prints the same summary.
 Rows labelled anomalous (a column named anomaly or label, or --label-column) are left out of
@@ -131,6 +133,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=int, default=D["epochs"], help="maximum epochs (default %(default)s)")
+    t.add_argument(
+        "--steps-per-epoch",
+        type=int,
+        default=D["steps_per_epoch"],
+        help="batches per epoch, sampled over all windows (default: a full pass up to 100,000 windows, "
+        "so an epoch takes the same time whatever the length of the history)",
+    )
     t.add_argument("--batch-size", type=int, default=D["batch_size"])
     t.add_argument("--lr", type=float, default=D["learning_rate"], help="Adam learning rate")
     t.add_argument("--patience", type=int, default=D["patience"], help="early-stopping patience in epochs")
@@ -185,6 +194,7 @@ def model_from_args(args: argparse.Namespace) -> MemAE:
         shrink_threshold=0.0 if args.no_sparsity else args.shrink_threshold,
         entropy_weight=args.entropy_weight,
         epochs=args.epochs,
+        steps_per_epoch=args.steps_per_epoch,
         batch_size=args.batch_size,
         learning_rate=args.lr,
         patience=args.patience,
@@ -236,8 +246,14 @@ def run(args: argparse.Namespace) -> int:
         detect_labels=True,
         drop_duplicates=args.drop_duplicates,
     )
-    print(data.summary.format(short=True), flush=True)  # what was read, before the long part
+    from memae_ts.train import distributed_from_env
+
+    main = distributed_from_env(args.device).is_main  # under torchrun, rank 0 speaks and saves
+    if main:
+        print(data.summary.format(short=True), flush=True)  # what was read, before the long part
     model.fit(data)
+    if not main:
+        return 0
     path = model.save(output)
     training = model.bundle_.config["training"]
     fitted = DataSummary.from_dict(model.bundle_.config["data"])
