@@ -359,6 +359,8 @@ class MemAE:
         if data.labels is None:
             return ends, labelled
         labelled = data.labels.astype(bool)
+        if not labelled.any():
+            return ends, labelled
         if self.train_on_labelled:
             data.summary.training = {
                 "note": f"{int(labelled.sum())} labelled row(s) trained on as normal (--train-on-labelled)",
