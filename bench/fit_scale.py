@@ -38,7 +38,8 @@ CHILD = r"""
 import json, os, resource, sys, time, warnings
 tree = os.environ.get("FIT_SCALE_TREE")
 if tree:
-    sys.meta_path = [f for f in sys.meta_path if not any(w in repr(f).lower() for w in ("editable", "scikit"))]
+    skip = ("editable", "scikit")
+    sys.meta_path = [f for f in sys.meta_path if not any(w in repr(f).lower() for w in skip)]
     sys.path.insert(0, tree)
 warnings.simplefilter("ignore")
 import inspect
