@@ -51,14 +51,7 @@ def default_max_gap_seconds(data: SensorData) -> float | None:
 def segment(data: SensorData, *, max_gap_seconds: float | None, max_fill_rows: int) -> Segments:
     """Forward-fill short gaps per asset, then split where data is missing or time jumps."""
     n = len(data)
-    frame = pd.DataFrame(data.values)
-    if data.assets is not None:
-        filled = frame.groupby(data.assets, sort=False).ffill(limit=max_fill_rows or None)
-    else:
-        filled = frame.ffill(limit=max_fill_rows or None)
-    if max_fill_rows == 0:
-        filled = frame
-    values = filled.to_numpy(dtype=np.float64)
+    values = _forward_filled(data, max_fill_rows)
     valid = ~np.isnan(values).any(axis=1)
 
     boundary = np.zeros(n, dtype=bool)  # True where row i starts a new run
@@ -87,6 +80,24 @@ def segment(data: SensorData, *, max_gap_seconds: float | None, max_fill_rows: i
         stops.append(n)
     # Runs found above may contain later breaks only at boundary rows, which we visited.
     return Segments(values=values, starts=np.asarray(starts, np.int64), stops=np.asarray(stops, np.int64))
+
+
+def _forward_filled(data: SensorData, max_fill_rows: int) -> np.ndarray:
+    """Each asset's short dropouts filled with the last reading. Only columns with a missing value
+    are copied and filled: a long clean history is not duplicated in memory."""
+    values = np.asarray(data.values, dtype=np.float64)
+    missing = np.isnan(values).any(axis=0)
+    if max_fill_rows == 0 or not missing.any():
+        return values
+    values = values.copy()
+    for j in np.flatnonzero(missing):
+        column = pd.Series(values[:, j])
+        if data.assets is not None:
+            column = column.groupby(data.assets, sort=False).ffill(limit=max_fill_rows)
+        else:
+            column = column.ffill(limit=max_fill_rows)
+        values[:, j] = column.to_numpy(dtype=np.float64)
+    return values
 
 
 def window_ends(segments: Segments, window: int, stride: int = 1) -> np.ndarray:
