@@ -17,6 +17,7 @@ import os
 import re
 import sys
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -175,7 +176,7 @@ def _csv(payload: bytes, source: str, options: ReadOptions) -> RawTable:
     skip = options.skip_rows
     try:
         frame = pd.read_csv(
-            io.BytesIO(payload),
+            _with_progress(payload, source),
             sep=separator,
             encoding=encoding,
             skipinitialspace=True,
@@ -198,6 +199,45 @@ def _csv(payload: bytes, source: str, options: ReadOptions) -> RawTable:
     table.blank_lines = int(blank.sum())
     table.decimal = "," if uses_decimal_comma(table.frame, separator) else "."
     return table
+
+
+PROGRESS_BYTES = 32 * 2**20  # files smaller than this load too fast for a progress bar
+
+
+class _ProgressReader(io.BytesIO):
+    """The file's bytes, advancing a progress bar as the CSV parser reads them."""
+
+    def __init__(self, payload: bytes, bar: Any) -> None:
+        super().__init__(payload)
+        self._bar = bar
+
+    def read(self, size: int | None = -1) -> bytes:
+        chunk = super().read(size)
+        self._bar.update(len(chunk))
+        return chunk
+
+    def close(self) -> None:
+        self._bar.close()
+        super().close()
+
+
+def _with_progress(payload: bytes, source: str) -> io.BytesIO:
+    """A progress bar while a large file loads, on a terminal only (tqdm, when installed)."""
+    if len(payload) < PROGRESS_BYTES or not sys.stderr.isatty():
+        return io.BytesIO(payload)
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return io.BytesIO(payload)
+    bar = tqdm(
+        total=len(payload),
+        desc=f"reading {os.path.basename(source)}",
+        unit="B",
+        unit_scale=True,
+        file=sys.stderr,
+        leave=False,
+    )
+    return _ProgressReader(payload, bar)
 
 
 def _finish(frame: pd.DataFrame, source: str, lines: np.ndarray, file_format: str) -> RawTable:

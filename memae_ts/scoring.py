@@ -7,6 +7,7 @@ window of a segment (warm-up) have no score (NaN).
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,10 +54,29 @@ def score_windows(
     a long file never holds all its windows in memory at once."""
     scores = np.empty(ends.size)
     contributions = np.empty((ends.size, values.shape[1]))
+    bar = _progress(ends.size)
     for start in range(0, ends.size, BATCH_WINDOWS):
         chunk = slice(start, start + BATCH_WINDOWS)
         scores[chunk], contributions[chunk] = engine.score(gather(values, ends[chunk], window))
+        if bar is not None:
+            bar.update(min(BATCH_WINDOWS, ends.size - start))
+    if bar is not None:
+        bar.close()
     return scores, contributions
+
+
+PROGRESS_WINDOWS = 500_000  # fewer windows score in seconds: no bar
+
+
+def _progress(total: int) -> Any:
+    """A progress bar for long scoring runs, on a terminal only (tqdm, when installed)."""
+    if total < PROGRESS_WINDOWS or not sys.stderr.isatty():
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc="scoring", unit="window", unit_scale=True, file=sys.stderr, leave=False)
 
 
 def score_rows(

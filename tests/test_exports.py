@@ -473,3 +473,23 @@ def test_loaded_model_tells_what_it_was_trained_on(tiny_model_dir: Path) -> None
     summary = load(tiny_model_dir, engine="numpy").data_summary_
     assert summary is not None and summary.period_seconds == 300
     assert summary.time["format"] == "ISO8601" and "2026-11-01T00:00:00" in summary.format()
+
+
+def test_progress_bars_on_a_terminal_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from memae_ts import reading
+
+    path = tmp_path / "d.csv"
+    path.write_text(
+        "timestamp,a\n" + "".join(f"2026-10-01T00:{i // 60:02d}:{i % 60:02d}Z,{i}\n" for i in range(600))
+    )
+    monkeypatch.setattr(reading, "PROGRESS_BYTES", 1000)
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    for terminal, expected in ((False, ""), (True, "reading d.csv")):
+        stream = Terminal() if terminal else io.StringIO()
+        monkeypatch.setattr("sys.stderr", stream)
+        assert len(load_csv(path)) == 600
+        assert expected in stream.getvalue() and (terminal or stream.getvalue() == "")
