@@ -11,6 +11,7 @@ job.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import os
@@ -137,14 +138,26 @@ def detect_encoding(payload: bytes) -> str:
     return "utf-8"
 
 
+_DECODE_CHUNK = 4 * 2**20
+
+
 def _check_decodes(payload: bytes, encoding: str, source: str, given: bool) -> None:
+    """Every byte decodes, checked a few MB at a time (a whole decoded copy of a large file
+    would double the memory of loading it)."""
     try:
-        payload.decode(encoding)
+        decoder = codecs.getincrementaldecoder(encoding)()
     except LookupError as exc:
         raise DataError(f"--encoding: unknown encoding {encoding!r} (e.g. utf-8, cp1252, latin-1)") from exc
+    view = memoryview(payload)
+    start = 0
+    try:
+        for start in range(0, len(payload), _DECODE_CHUNK):
+            decoder.decode(view[start : start + _DECODE_CHUNK])
+        decoder.decode(b"", final=True)
     except UnicodeDecodeError as exc:
-        line = payload.count(b"\n", 0, exc.start) + 1
-        byte = payload[exc.start : exc.start + 1].hex()
+        position = min(start + exc.start, len(payload) - 1)
+        line = payload.count(b"\n", 0, position) + 1
+        byte = payload[position : position + 1].hex()
         if given:
             raise DataError(f"{source}: line {line} is not valid {encoding} (byte 0x{byte})") from exc
         raise DataError(
