@@ -62,6 +62,7 @@ class EdgeDaemon:
                 "engine": model.engine_name,
                 "window": model.window,
                 "sensors": len(model.sensors),
+                "resample": model.resample.describe() if model.resample is not None else None,
             },
         )
         return model

@@ -449,3 +449,54 @@ def test_score_records_carry_grid_times_and_unplaceable_readings_are_dead_letter
     assert [r["ts"] for r in sink.published][2:] == ["1970-01-01T00:00:40Z"]
     assert sink.published[2]["score"] == pytest.approx((3 + 2 + 5 + 5) / 4)  # 31 s came after 30 s
     assert source.commits[1] == ({0: 6}, {0: 5})
+
+
+@pytest.mark.slow
+def test_live_scores_of_a_model_fitted_with_resample_are_the_offline_scores(tmp_path):
+    """The whole path: `fit --resample` on a historian export (rows only when something
+    changed, empty cells for tags that did not), then the daemon's processor fed the CSV as
+    `memae-ts replay` sends it scores every grid row `score` scores, with the same score."""
+    pytest.importorskip("torch")
+    from edge.replay import read_messages
+    from memae_ts import MemAE
+
+    rng = np.random.default_rng(12)
+    starts = np.cumsum(rng.uniform(60, 400, 150))
+    t = np.sort(
+        np.unique((starts[:, None] + np.cumsum(rng.uniform(0.5, 4, (150, 6)), axis=1)).ravel().round(3))
+    )
+    frame = pd.DataFrame(
+        {
+            "timestamp": (pd.Timestamp("2026-10-01", tz="UTC") + pd.to_timedelta(t, unit="s")).strftime(
+                "%Y-%m-%dT%H:%M:%S.%fZ"
+            ),
+            "level": np.round(50 + 10 * np.sin(t / 600) + rng.normal(0, 0.05, t.size), 2),
+            "temp": np.round(30 + 2 * np.sin(t / 900), 2),
+        }
+    )
+    frame.loc[rng.random(len(frame)) < 0.5, "level"] = np.nan  # not exported: unchanged
+    frame.loc[rng.random(len(frame)) < 0.5, "temp"] = np.nan
+    path = tmp_path / "pi.csv"
+    frame.to_csv(path, index=False)
+
+    params = {"window": 8, "channels": (4,), "latent": 4, "memory_slots": 8, "epochs": 1, "seed": 0}
+    model = MemAE(**params, resample="10s", resample_limit="5min").fit(path)
+    model.save(tmp_path / "model")
+    scored, result = model.score_rows(path)
+    ok = np.isfinite(result.score)
+    offline = dict(zip(scored.timestamps[ok].strftime("%Y-%m-%dT%H:%M:%SZ"), result.score[ok], strict=True))
+    assert len(offline) > 200
+
+    served = load_served_model(tmp_path / "model", engine="numpy")
+    assert served.resample == ResampleSpec(10.0, "hold", 300.0)
+    proc, source, sink = processor(served)
+    msgs = [
+        Msg(0, i, key, value) for i, (key, value) in enumerate(read_messages(path, sensors=served.sensors))
+    ]
+    source.batches = [msgs[lo:hi] for lo, hi in batches(rng, len(msgs), 100)]
+    for _ in range(len(source.batches)):
+        proc.step()
+    live = {r["ts"]: r["score"] for r in sink.published}
+    assert not sink.dead
+    assert sorted(live) == sorted(offline)
+    np.testing.assert_allclose([live[k] for k in offline], list(offline.values()), rtol=1e-5, atol=1e-9)
