@@ -42,6 +42,7 @@ FAULT_LABEL_COLUMNS = ("anomaly", "label")  # what `fit` reads as labelled fault
 MIN_NUMERIC_SHARE = 0.5  # a column with at least this share of numbers is a sensor with gaps
 MAX_SILENT_DUPLICATE_SHARE = 0.01  # more repeated timestamps than this is an error, not a warning
 MAX_ASSET_VALUES = 1000
+ASSET_PROBE_ROWS = 20_000
 DEFAULT_GAP_PERIODS = 3.0  # the gap rule's default (windows.py): steps beyond it split a series
 
 
@@ -562,7 +563,10 @@ def suspect_asset_column(
         if column in exclude:
             continue
         series = frame[column]
-        if pd.api.types.is_float_dtype(series) and not np.all(np.mod(series.dropna(), 1) == 0):
+        head = series.iloc[:ASSET_PROBE_ROWS]  # most columns are readings: rule them out cheaply
+        if head.nunique(dropna=True) > MAX_ASSET_VALUES:
+            continue
+        if pd.api.types.is_float_dtype(series) and not np.all(np.mod(head.dropna(), 1) == 0):
             continue
         distinct = series.nunique(dropna=True)
         if not 2 <= distinct <= min(MAX_ASSET_VALUES, max(2, len(series) // 10)):
