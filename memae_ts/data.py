@@ -328,7 +328,7 @@ def table_to_sensor_data(table: RawTable, roles: ColumnRoles, options: ReadOptio
     values = np.empty((n, len(sensor_names)), dtype=np.float64)
     invalid = np.zeros((n, len(sensor_names)), dtype=bool)
     for j, column in enumerate(sensor_names):
-        column_values, column_invalid, counts = columns[column]
+        column_values, column_invalid, counts = columns.pop(column)  # one column in memory twice, not all
         infinite = np.flatnonzero(np.isinf(column_values))
         if infinite.size:
             raise DataError(f"{source}: column {column!r} has infinite values at line {lines[infinite[0]]}")
