@@ -134,13 +134,17 @@ class StreamResampler:
             newest = np.maximum.accumulate(np.where(placeable, ns, _NONE)[:-1])
             np.maximum(newest, before[0], out=before[1:])
         refused = ~placeable | (ns <= before)
-        rejected = [
-            (int(i), _refusal(asset, ts[i], int(ns[i]), int(before[i]), bool(placeable[i])))
-            for i in np.flatnonzero(refused)
-        ]
-        accepted = np.flatnonzero(~refused)
-        if len(accepted) == 0:
-            return self._empty(rejected)
+        rejected: list[tuple[int, InvalidMessage]] = []
+        if refused.any():
+            rejected = [
+                (int(i), _refusal(asset, ts[i], int(ns[i]), int(before[i]), bool(placeable[i])))
+                for i in np.flatnonzero(refused)
+            ]
+            accepted = np.flatnonzero(~refused)
+            if len(accepted) == 0:
+                return self._empty(rejected)
+        else:
+            accepted = np.arange(n)
         times = ns[accepted]
         if state.next_g is None:
             state.next_g = -(-int(times[0]) // self._period) * self._period
