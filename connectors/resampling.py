@@ -7,6 +7,8 @@ future grid row can still need and turns each batch of readings into the grid ro
 readings decide; :class:`ResampledBuffers` puts it in front of :class:`WindowBuffers` with the
 windowing offline uses after resampling (a NaN grid row splits the series, nothing else does).
 
+Live readings carry no quality markers: ``null`` is "no new reading of that sensor".
+
 When a grid row is emitted
     ``hold``: grid point ``g`` as soon as a reading at a time ``>= g`` has arrived (no later
     reading can be at or before ``g``). ``interpolate``: once every sensor's value at ``g`` is
