@@ -111,6 +111,7 @@ class MemAE:
         device: str = "auto",
         verbose: bool = False,
         engine: str = "auto",
+        memory_limit: int | str | None = None,
     ) -> None:
         self.window = window
         self.stride = stride
@@ -156,6 +157,7 @@ class MemAE:
         self.device = device
         self.verbose = verbose
         self.engine = engine
+        self.memory_limit = memory_limit  # bytes or '8GB'; None: half of this machine's memory
 
     # ------------------------------------------------------------------ helpers
     def get_params(self) -> dict[str, Any]:
@@ -218,6 +220,11 @@ class MemAE:
 
         if not 0 < self.validation_fraction < 1:
             raise DataError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
+        from memae_ts.streaming import fit_streaming, streaming_plan
+
+        plan = streaming_plan(X, self.memory_limit)  # a Parquet input larger than memory_limit
+        if plan is not None:
+            return fit_streaming(self, X, plan=plan)  # type: ignore[arg-type]
         data = self._read(X)
         resample = self.resample_spec()
         if resample is not None:

@@ -46,6 +46,23 @@ class Scaler:
             scale = (q75 - q25) / _IQR_TO_SIGMA
             fallback = np.nanstd(values, axis=0)
             scale = np.where(scale > 0, scale, fallback)
+        return cls.from_statistics(kind, center, scale, sensors, min_relative_scale)
+
+    @classmethod
+    def from_statistics(
+        cls,
+        kind: str,
+        center: np.ndarray,
+        scale: np.ndarray,
+        sensors: Sequence[str],
+        min_relative_scale: float = 0.0,
+    ) -> Scaler:
+        """The scaler for per-sensor statistics computed elsewhere (streamed over a file larger
+        than memory): the same floor and constant-sensor rule as `fit`."""
+        if min_relative_scale < 0:
+            raise DataError(f"min_relative_scale must be >= 0, got {min_relative_scale}")
+        center = np.asarray(center, dtype=np.float64)
+        scale = np.asarray(scale, dtype=np.float64)
         constant = [name for name, s in zip(sensors, scale, strict=True) if not s > 1e-12]
         if constant:
             warnings.warn(

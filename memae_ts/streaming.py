@@ -1,0 +1,1115 @@
+"""`fit` on a Parquet file or dataset larger than memory, with memory bounded by a setting.
+
+Why: a plant's year of 1 s history (31.5 M rows × 20 sensors) takes about 30 GB read whole.
+`MemAE(memory_limit=...)` (`fit --memory-limit`, default half of the machine's memory) bounds
+what a fit may hold; when the estimated in-memory size of a Parquet input is above it, `fit`
+streams the data by row group instead of reading it whole:
+
+1. **scan** (time, machine and label columns only): the order check (each machine's rows must be
+   in time order), repeated timestamps, rows per machine — which fixes where each machine's
+   held-out tail starts, as in memory (the last `validation_fraction` of its rows) — the time
+   range and the median sampling period (which the gap rule needs before any segmenting);
+2. **statistics** (all columns): quality markers and missing cells, the gap rule and forward fill
+   of `windows.segment` over each machine's series (`parquet_stream.extend`: exact across batch
+   boundaries), the stretches every window must lie in, the labelled rows, and the scaler's
+   statistics on the training rows: exact streaming mean/std, or median/IQR of a bounded
+   deterministic sample (every k-th training row);
+3. **training**: the training windows are known as ranges of row numbers, so each epoch samples
+   its windows uniformly over all of them (as in memory), reads the row groups that hold them in
+   a seeded random order and passes the windows through a bounded shuffle buffer; a row group
+   read out of order starts from the machines' last rows before it, kept from pass 2. The
+   held-out sample for early stopping and the threshold is read once, evenly spaced over the
+   held-out windows. Under torchrun each rank reads its own share of the row groups.
+
+Labelled faults are left out as in memory; the same seed and memory limit give the same bundle.
+Memory: one record batch (a quarter of the limit), the shuffle buffer (an eighth), the held-out
+sample, the robust scaler's sample and the saved machine contexts (a sixteenth each), plus the
+process itself (Python, torch, the network) and pyarrow's buffers for one row group.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import math
+import os
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from memae_ts import __version__
+from memae_ts.data import (
+    DEFAULT_GAP_PERIODS,
+    GAPPY_SHARE,
+    IRREGULAR_SHARE,
+    MIN_GAPS,
+    ColumnRoles,
+    DataWarning,
+)
+from memae_ts.errors import DataError, require_torch
+from memae_ts.parquet_stream import (
+    AssetTail,
+    Layout,
+    ParquetDataset,
+    Piece,
+    asset_groups,
+    context_rows,
+    decide_layout,
+    extend,
+    format_bytes,
+    in_time_order,
+    is_parquet_path,
+    merge_missing,
+    open_dataset,
+    parse_memory_limit,
+    read_rows,
+    stretches_at_end,
+)
+from memae_ts.reading import ReadOptions
+from memae_ts.scaling import Scaler
+from memae_ts.summary import DataSummary
+
+if TYPE_CHECKING:
+    from memae_ts.estimator import MemAE
+
+log = logging.getLogger(__name__)
+
+MAX_STEP_VALUES = 100_000  # distinct sampling steps kept exactly; beyond, 0.1 % wide bins
+SORT_HINT = "sort each machine's rows by time, or raise --memory-limit to read the data whole"
+
+
+# ---------------------------------------------------------------------- when to stream
+@dataclass(frozen=True)
+class StreamingPlan:
+    dataset: ParquetDataset
+    memory_limit: int
+    estimated_bytes: int
+
+    def announcement(self) -> str:
+        return (
+            f"{self.dataset.source}: about {format_bytes(self.estimated_bytes)} in memory "
+            f"({self.dataset.rows} rows × {len(self.dataset.columns)} columns) is more than the memory "
+            f"limit of {format_bytes(self.memory_limit)} (--memory-limit): streaming it by row group"
+        )
+
+
+def streaming_plan(X: object, memory_limit: int | float | str | None) -> StreamingPlan | None:
+    """A plan when X is a Parquet path whose estimated in-memory size exceeds the limit; None when
+    it is read whole (anything else, or a Parquet input that fits)."""
+    if not isinstance(X, str | os.PathLike) or not is_parquet_path(X):
+        return None
+    limit = parse_memory_limit(memory_limit)
+    dataset = open_dataset(X)
+    estimated = dataset.estimated_in_memory_bytes()
+    if estimated <= limit:
+        return None
+    return StreamingPlan(dataset, limit, estimated)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How the memory limit is shared out (bytes, rows, windows)."""
+
+    limit: int
+    batch_rows: int
+    shuffle_windows: int
+    validation_windows: int
+    robust_rows: int
+    context_bytes: int
+
+    @classmethod
+    def plan(cls, limit: int, dataset: ParquetDataset, window: int, sensors: int, batch_size: int) -> Budget:
+        from memae_ts.estimator import MAX_SCALER_ROWS, MAX_VALIDATION_WINDOWS
+
+        window_bytes = window * sensors * 4
+        return cls(
+            limit=limit,
+            batch_rows=dataset.batch_rows(limit // 4),
+            shuffle_windows=max(2 * batch_size, limit // 8 // window_bytes),
+            # twice: the training loop keeps its own copy of its share
+            validation_windows=max(10, min(MAX_VALIDATION_WINDOWS, limit // 16 // (2 * window_bytes))),
+            robust_rows=max(1000, min(MAX_SCALER_ROWS, limit // 16 // (sensors * 8))),
+            context_bytes=limit // 16,
+        )
+
+    def to_config(self) -> dict[str, int]:
+        return {
+            "memory_limit": self.limit,
+            "batch_rows": self.batch_rows,
+            "shuffle_windows": self.shuffle_windows,
+            "validation_windows": self.validation_windows,
+            "robust_scaler_rows": self.robust_rows,
+        }
+
+
+# ---------------------------------------------------------------------- sampling steps
+class StepCounts:
+    """Positive time steps within each machine as value -> count: the exact median, share and
+    percentiles of `data.describe_sampling` without keeping every step. More than
+    MAX_STEP_VALUES distinct steps (jittery by-exception data) switch to 0.1 %-wide bins."""
+
+    def __init__(self) -> None:
+        self.counts: dict[int, int] = {}
+        self.binned = False
+
+    def add(self, steps_ns: np.ndarray) -> None:
+        if steps_ns.size == 0:
+            return
+        if self.binned:
+            steps_ns = _bin(steps_ns)
+        values, counts = np.unique(steps_ns, return_counts=True)
+        for value, count in zip(values.tolist(), counts.tolist(), strict=True):
+            self.counts[value] = self.counts.get(value, 0) + count
+        if not self.binned and len(self.counts) > MAX_STEP_VALUES:
+            self.binned = True
+            merged: dict[int, int] = {}
+            for value, count in zip(
+                _bin(np.fromiter(self.counts, np.int64)).tolist(), self.counts.values(), strict=True
+            ):
+                merged[value] = merged.get(value, 0) + count
+            self.counts = merged
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        values = np.fromiter(sorted(self.counts), dtype=np.int64, count=len(self.counts))
+        counts = np.array([self.counts[v] for v in values.tolist()], dtype=np.int64)
+        return values.astype(np.float64) / 1e9, counts
+
+    def quantile(self, q: float) -> float:
+        """np.percentile's linear interpolation over the expanded steps."""
+        values, counts = self.arrays()
+        position = q * (counts.sum() - 1)
+        ends = np.cumsum(counts)
+        low, high = math.floor(position), math.ceil(position)
+        v_low = values[np.searchsorted(ends, low, side="right")]
+        v_high = values[np.searchsorted(ends, high, side="right")]
+        return float(v_low + (v_high - v_low) * (position - low))
+
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+def _bin(steps_ns: np.ndarray) -> np.ndarray:
+    """The centre of the 0.1 %-wide logarithmic bin of each step."""
+    index = np.floor(np.log(steps_ns.astype(np.float64)) / math.log1p(1e-3))
+    return np.round(np.exp((index + 0.5) * math.log1p(1e-3))).astype(np.int64)
+
+
+def describe_steps(summary: DataSummary, steps: StepCounts) -> None:
+    """`data.describe_sampling` from step counts: typical period, regular or not."""
+    if steps.total() == 0:
+        return
+    values, counts = steps.arrays()
+    period = float(np.median(values)) if steps.total() == 1 else _median(values, counts)
+    summary.period_seconds = period
+    total = int(counts.sum())
+    regular = float(counts[np.abs(values - period) <= 0.1 * period].sum() / total)
+    gaps = int(counts[values > DEFAULT_GAP_PERIODS * period].sum())
+    approx = " (steps binned to 0.1 %)" if steps.binned else ""
+    if regular >= IRREGULAR_SHARE and (gaps < MIN_GAPS or gaps <= GAPPY_SHARE * total):
+        summary.sampling = f"every {period:.6g} s ({100 * regular:.0f} % of steps within 10 % of it){approx}"
+        if gaps:
+            summary.sampling += f"; {gaps} gap(s) over {DEFAULT_GAP_PERIODS:g} periods"
+        return
+    summary.irregular = True
+    low, high = steps.quantile(0.05), steps.quantile(0.95)
+    summary.sampling = (
+        f"IRREGULAR: median step {period:.6g} s, {100 * regular:.0f} % of steps within 10 % of it, "
+        f"{gaps} of {total} steps longer than {DEFAULT_GAP_PERIODS:g} periods (5-95 % of steps: "
+        f"{low:.6g} s to {high:.6g} s){approx}; a historian export stored by exception? --resample "
+        f"PERIOD puts it on a regular grid (not while streaming: raise --memory-limit or resample first)"
+    )
+
+
+def _median(values: np.ndarray, counts: np.ndarray) -> float:
+    total = int(counts.sum())
+    ends = np.cumsum(counts)
+    low = values[np.searchsorted(ends, (total - 1) // 2, side="right")]
+    high = values[np.searchsorted(ends, total // 2, side="right")]
+    return float(np.median([low, high]))
+
+
+# ---------------------------------------------------------------------- pass 1: scan
+@dataclass
+class Scan:
+    """What the time, machine and label columns say, before any value is read."""
+
+    assets: list[str | None] = field(default_factory=list)  # machine names by first appearance
+    rows: list[int] = field(default_factory=list)  # per machine, repeats dropped
+    groups: list[list[tuple[int, int, int]]] = field(default_factory=list)  # (machine, first row, rows)
+    rows_read: int = 0
+    duplicates: int = 0
+    duplicate_lines: list[int] = field(default_factory=list)
+    first_time: int | None = None
+    last_time: int | None = None
+    steps: StepCounts = field(default_factory=StepCounts)
+    labelled_rows: int | None = None
+
+
+def _progress(total: int, desc: str, enabled: bool) -> Any:
+    if not enabled or not sys.stderr.isatty():
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=desc, unit="row", unit_scale=True, file=sys.stderr, leave=False)
+
+
+def scan(dataset: ParquetDataset, layout: Layout, batch_rows: int, progress: bool) -> Scan:
+    light = replace(layout, sensors=[])
+    columns = [c for c in (layout.time_column, layout.asset_column, layout.label_column) if c]
+    result = Scan(labelled_rows=0 if layout.label_column else None)
+    codes: dict[str | None, int] = {}
+    last: list[int | None] = []
+    bar = _progress(dataset.rows, "scanning", progress)
+    try:
+        for group in dataset.groups:
+            in_group: dict[int, list[int]] = {}
+            line = group.first_row + 2
+            for frame in dataset.read(group, columns, batch_rows):
+                rows = read_rows(light, frame, line)
+                line += len(rows)
+                result.rows_read += len(rows)
+                if rows.labels is not None and result.labelled_rows is not None:
+                    result.labelled_rows += int(rows.labels.sum())
+                for asset, idx in asset_groups(rows):
+                    code = codes.setdefault(asset, len(codes))
+                    if code == len(last):
+                        last.append(None)
+                        result.assets.append(asset)
+                        result.rows.append(0)
+                    times = None if rows.times is None else rows.times[idx]
+                    keep = in_time_order(
+                        times,
+                        last[code],
+                        where=dataset.where(group),
+                        asset=asset,
+                        lines=rows.lines[idx],
+                        hint=SORT_HINT,
+                    )
+                    dropped = np.flatnonzero(~keep)
+                    if dropped.size:
+                        result.duplicates += int(dropped.size)
+                        result.duplicate_lines.extend(rows.lines[idx][dropped][:5].tolist())
+                    kept = int(keep.sum())
+                    span = in_group.setdefault(code, [result.rows[code], 0])
+                    span[1] += kept
+                    result.rows[code] += kept
+                    if times is not None and kept:
+                        kept_times = times[keep]
+                        if last[code] is not None:
+                            kept_times_from = np.concatenate([[last[code]], kept_times])
+                        else:
+                            kept_times_from = kept_times
+                        result.steps.add(np.diff(kept_times_from))
+                        last[code] = int(kept_times[-1])
+                        low, high = int(kept_times.min()), int(kept_times.max())
+                        result.first_time = low if result.first_time is None else min(result.first_time, low)
+                        result.last_time = high if result.last_time is None else max(result.last_time, high)
+                if bar is not None:
+                    bar.update(len(rows))
+            result.groups.append([(code, span[0], span[1]) for code, span in in_group.items() if span[1]])
+    finally:
+        if bar is not None:
+            bar.close()
+    return result
+
+
+# ---------------------------------------------------------------------- pass 2: statistics
+@dataclass
+class Moments:
+    """Count, mean and sum of squared deviations per sensor, merged batch by batch (Chan et al.)."""
+
+    count: int = 0
+    mean: np.ndarray | None = None
+    m2: np.ndarray | None = None
+
+    def add(self, values: np.ndarray) -> None:
+        n = values.shape[0]
+        if n == 0:
+            return
+        mean = values.mean(axis=0)
+        m2 = ((values - mean) ** 2).sum(axis=0)
+        if self.mean is None or self.m2 is None:
+            self.count, self.mean, self.m2 = n, mean, m2
+            return
+        total = self.count + n
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (n / total)
+        self.m2 = self.m2 + m2 + delta**2 * (self.count * n / total)
+        self.count = total
+
+    def std(self) -> np.ndarray:
+        assert self.m2 is not None
+        return np.sqrt(self.m2 / self.count)
+
+
+@dataclass
+class Stats:
+    """What the statistics pass learned about the whole dataset."""
+
+    missing: dict[str, dict[str, int]]
+    filled: np.ndarray
+    unfilled: np.ndarray
+    time_splits: int
+    runs: list[list[tuple[int, int]]]  # per machine: stretches [start, stop) of row numbers
+    labelled: list[list[tuple[int, int]]]  # per machine: labelled rows [start, stop)
+    moments: Moments
+    robust_sample: list[np.ndarray]
+    contexts: list[dict[int, AssetTail]]  # per unit: each machine's tail before it
+    fingerprint: str
+
+
+def _runs(mask: np.ndarray, offset: int) -> list[tuple[int, int]]:
+    """[start, stop) of the True runs of `mask`, shifted by `offset`."""
+    if not mask.any():
+        return []
+    edges = np.flatnonzero(np.diff(np.concatenate([[False], mask, [False]]).astype(np.int8)))
+    return [(offset + int(a), offset + int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
+
+
+def _append_runs(into: list[tuple[int, int]], runs: list[tuple[int, int]]) -> None:
+    """Labelled rows as ranges, joining a range that continues the previous one."""
+    for start, stop in runs:
+        if into and into[-1][1] == start:
+            into[-1] = (into[-1][0], stop)
+        else:
+            into.append((start, stop))
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The gap, fill, split and label rules of one fit."""
+
+    window: int
+    stride: int
+    max_gap: float | None
+    max_fill: int
+    cuts: list[int]  # per machine: first held-out row number
+    skip_labelled: bool  # windows touching labelled rows are left out
+    robust_every: int  # every k-th training row goes into the robust scaler's sample
+    robust: bool
+
+    @property
+    def keep(self) -> int:
+        return context_rows(self.window, self.max_fill)
+
+
+def statistics(
+    dataset: ParquetDataset,
+    layout: Layout,
+    scanned: Scan,
+    units: list[list[int]],
+    rules: Rules,
+    batch_rows: int,
+    progress: bool,
+) -> Stats:
+    s = len(layout.sensors)
+    tails = [AssetTail.empty(s) for _ in scanned.assets]
+    codes = {asset: code for code, asset in enumerate(scanned.assets)}
+    missing: dict[str, dict[str, int]] = {}
+    filled = np.zeros(s, dtype=np.int64)
+    unfilled = np.zeros(s, dtype=np.int64)
+    time_splits = 0
+    runs: list[list[tuple[int, int]]] = [[] for _ in scanned.assets]
+    labelled: list[list[tuple[int, int]]] = [[] for _ in scanned.assets]
+    moments = Moments()
+    robust: list[np.ndarray] = []
+    contexts: list[dict[int, AssetTail]] = []
+    digest = hashlib.sha256(json.dumps(layout.sensors).encode())
+    bar = _progress(dataset.rows, "statistics", progress)
+    try:
+        for unit in units:
+            present = {code for g in unit for code, _, _ in scanned.groups[g]}
+            contexts.append({code: tails[code].copy() for code in sorted(present)})
+            for g in unit:
+                group = dataset.groups[g]
+                line = group.first_row + 2
+                for frame in dataset.read(group, layout.columns(), batch_rows):
+                    rows = read_rows(layout, frame, line)
+                    line += len(rows)
+                    merge_missing(missing, layout.sensors, rows.missing)
+                    keep_all = np.zeros(len(rows), dtype=bool)
+                    for asset, idx in asset_groups(rows):
+                        code = codes[asset]
+                        tail = tails[code]
+                        times = None if rows.times is None else rows.times[idx]
+                        keep = in_time_order(
+                            times, tail.last_time, where=dataset.where(group), asset=asset,
+                            lines=rows.lines[idx], hint=SORT_HINT,
+                        )
+                        idx = idx[keep]
+                        keep_all[idx] = True
+                        if idx.size == 0:
+                            continue
+                        raw = rows.values[idx]
+                        new_times = None if times is None else times[keep]
+                        if new_times is not None and rules.max_gap is not None:
+                            previous = new_times[:-1] if tail.last_time is None else np.concatenate(
+                                [[tail.last_time], new_times[:-1]]
+                            )
+                            current = new_times[1:] if tail.last_time is None else new_times
+                            time_splits += int(np.sum((current - previous) / 1e9 > rules.max_gap))
+                        piece = extend(
+                            tail, raw, new_times, sensors=layout.sensors, source=layout.source,
+                            keep=rules.keep, max_gap_seconds=rules.max_gap, max_fill_rows=rules.max_fill,
+                        )
+                        runs[code].extend(piece.closed)  # stretches may touch: a time gap splits them
+                        new = piece.values[piece.k0 :]
+                        filled += (np.isnan(raw) & ~np.isnan(new)).sum(axis=0)
+                        unfilled += np.isnan(new).sum(axis=0)
+                        row_numbers = piece.first_row + np.arange(idx.size)
+                        is_labelled = np.zeros(idx.size, dtype=bool)
+                        if rows.labels is not None:
+                            is_labelled = rows.labels[idx].astype(bool)
+                            _append_runs(labelled[code], _runs(is_labelled, piece.first_row))
+                        eligible = (row_numbers < rules.cuts[code]) & ~np.isnan(new).any(axis=1)
+                        if rules.skip_labelled:
+                            eligible &= ~is_labelled
+                        moments.add(new[eligible])
+                        if rules.robust:
+                            robust.append(new[eligible & (row_numbers % rules.robust_every == 0)])
+                    digest.update(np.ascontiguousarray(rows.values[keep_all], dtype=np.float64).tobytes())
+                    if bar is not None:
+                        bar.update(len(rows))
+    finally:
+        if bar is not None:
+            bar.close()
+    for code, tail in enumerate(tails):
+        runs[code].extend(stretches_at_end(tail))
+    return Stats(
+        missing=missing,
+        filled=filled,
+        unfilled=unfilled,
+        time_splits=time_splits,
+        runs=runs,
+        labelled=labelled,
+        moments=moments,
+        robust_sample=robust,
+        contexts=contexts,
+        fingerprint=digest.hexdigest(),
+    )
+
+
+# ---------------------------------------------------------------------- which windows
+@dataclass
+class WindowSet:
+    """Window ends as ranges: row numbers first, first + step, ... < stop of one machine, each
+    range inside one unit (a run of row groups read together)."""
+
+    unit: np.ndarray
+    asset: np.ndarray
+    first: np.ndarray
+    stop: np.ndarray
+    step: int
+
+    @classmethod
+    def build(cls, ranges: list[tuple[int, int, int, int]], step: int) -> WindowSet:
+        array = np.array(ranges, dtype=np.int64).reshape(-1, 4)
+        return cls(array[:, 0], array[:, 1], array[:, 2], array[:, 3], step)
+
+    def counts(self) -> np.ndarray:
+        return np.maximum(0, (self.stop - self.first + self.step - 1) // self.step)
+
+    def total(self) -> int:
+        return int(self.counts().sum())
+
+    def subset(self, mask: np.ndarray) -> WindowSet:
+        return WindowSet(self.unit[mask], self.asset[mask], self.first[mask], self.stop[mask], self.step)
+
+    def at(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(unit, machine, end row) of the windows at sorted positions `indices` of the set."""
+        bounds = np.cumsum(self.counts())
+        which = np.searchsorted(bounds, indices, side="right")
+        offset = indices - (bounds[which] - self.counts()[which])
+        return self.unit[which], self.asset[which], self.first[which] + offset * self.step
+
+
+def _subtract(first: int, stop: int, step: int, holes: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The ends first, first + step, ... < stop outside the holes [lo, hi), as ranges."""
+    out: list[tuple[int, int]] = []
+    current = first
+    for lo, hi in holes:
+        if hi <= current or lo >= stop:
+            continue
+        if lo > current:
+            out.append((current, lo))
+        current = _align(first, hi, step)
+        if current >= stop:
+            break
+    if current < stop:
+        out.append((current, stop))
+    return [(a, b) for a, b in out if a < b]
+
+
+def _align(first: int, lo: int, step: int) -> int:
+    """The first end at or after lo on the grid first + k·step."""
+    return first if lo <= first else first + -(-(lo - first) // step) * step
+
+
+@dataclass
+class Windows:
+    train: WindowSet
+    validation: WindowSet
+    total: int
+    touched: int
+    longest: int
+
+
+def choose_windows(stats: Stats, scanned: Scan, units: list[list[int]], rules: Rules) -> Windows:
+    """Every window end (stride from each stretch's start), minus those touching labelled rows,
+    split at each machine's held-out cut, and cut into ranges per unit."""
+    unit_spans: list[list[tuple[int, int, int]]] = [[] for _ in scanned.assets]  # (unit, lo, hi)
+    for u, unit in enumerate(units):
+        spans: dict[int, list[int]] = {}
+        for g in unit:
+            for code, first, rows in scanned.groups[g]:
+                span = spans.setdefault(code, [first, first + rows])
+                span[1] = first + rows
+        for code, (lo, hi) in spans.items():
+            unit_spans[code].append((u, lo, hi))
+    w = rules.window
+    train: list[tuple[int, int, int, int]] = []
+    validation: list[tuple[int, int, int, int]] = []
+    total = kept = longest = 0
+    for code, machine_runs in enumerate(stats.runs):
+        holes = [(lo, hi + w - 1) for lo, hi in stats.labelled[code]] if rules.skip_labelled else []
+        cut = rules.cuts[code]
+        for start, stop in machine_runs:
+            longest = max(longest, stop - start)
+            first = start + w - 1
+            if first >= stop:
+                continue
+            total += (stop - first + rules.stride - 1) // rules.stride
+            for lo, hi in _subtract(first, stop, rules.stride, holes):
+                kept += (hi - lo + rules.stride - 1) // rules.stride
+                split = _align(lo, cut + w - 1, rules.stride)
+                for into, a, b in ((train, lo, min(hi, cut)), (validation, split, hi)):
+                    if a >= b:
+                        continue
+                    for u, span_lo, span_hi in unit_spans[code]:
+                        x, y = max(a, span_lo), min(b, span_hi)
+                        if x < y:
+                            into.append((u, code, _align(a, x, rules.stride), y))
+    train_set = WindowSet.build(train, rules.stride)
+    validation_set = WindowSet.build(validation, rules.stride)
+    nonempty = train_set.counts() > 0
+    return Windows(
+        train_set.subset(nonempty),
+        validation_set.subset(validation_set.counts() > 0),
+        total,
+        total - kept,
+        longest,
+    )
+
+
+# ---------------------------------------------------------------------- pass 3: windows
+def read_windows(
+    dataset: ParquetDataset,
+    layout: Layout,
+    assets: list[str | None],
+    units: list[list[int]],
+    contexts: list[dict[int, AssetTail]],
+    wanted: dict[int, dict[int, np.ndarray]],
+    order: list[int],
+    rules: Rules,
+    scaler: Scaler,
+    batch_rows: int,
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """(machine, end rows, scaled float32 windows) of the `wanted` windows (unit -> machine ->
+    sorted end rows), unit by unit in `order`; each unit starts from the machines' tails saved
+    before it, so its first windows reach back into the previous row group."""
+    codes = {asset: code for code, asset in enumerate(assets)}
+    offsets = np.arange(-rules.window + 1, 1, dtype=np.int64)
+    for u in order:
+        if u not in wanted:
+            continue
+        tails = {code: tail.copy() for code, tail in contexts[u].items()}
+        for g in units[u]:
+            group = dataset.groups[g]
+            line = group.first_row + 2
+            for frame in dataset.read(group, layout.columns(), batch_rows):
+                rows = read_rows(layout, frame, line)
+                line += len(rows)
+                for asset, idx in asset_groups(rows):
+                    code = codes[asset]
+                    tail = tails[code]
+                    times = None if rows.times is None else rows.times[idx]
+                    keep = in_time_order(
+                        times, tail.last_time, where=dataset.where(group), asset=asset,
+                        lines=rows.lines[idx], hint=SORT_HINT,
+                    )
+                    idx = idx[keep]
+                    if idx.size == 0:
+                        continue
+                    piece = extend(
+                        tail, rows.values[idx], None if times is None else times[keep],
+                        sensors=layout.sensors, source=layout.source, keep=rules.keep,
+                        max_gap_seconds=rules.max_gap, max_fill_rows=rules.max_fill,
+                    )
+                    ends = _ends_in(piece, wanted[u].get(code))
+                    if ends.size:
+                        windows = piece.values[piece.row_of(ends)[:, None] + offsets[None, :]]
+                        yield code, ends, ((windows - scaler.center) / scaler.scale).astype(np.float32)
+
+
+def _ends_in(piece: Piece, ends: np.ndarray | None) -> np.ndarray:
+    """The wanted end rows that are new rows of this piece."""
+    if ends is None or ends.size == 0:
+        return np.empty(0, dtype=np.int64)
+    lo = np.searchsorted(ends, piece.first_row, side="left")
+    hi = np.searchsorted(ends, piece.first_row + piece.new_rows, side="left")
+    return ends[lo:hi]
+
+
+def _by_unit(units: np.ndarray, assets: np.ndarray, ends: np.ndarray) -> dict[int, dict[int, np.ndarray]]:
+    """unit -> machine -> sorted end rows."""
+    out: dict[int, dict[int, np.ndarray]] = {}
+    order = np.lexsort((ends, assets, units))
+    units, assets, ends = units[order], assets[order], ends[order]
+    keys = np.flatnonzero(np.diff(units * (int(assets.max(initial=0)) + 1) + assets, prepend=-1))
+    for k, start in enumerate(keys):
+        stop = keys[k + 1] if k + 1 < keys.size else units.size
+        out.setdefault(int(units[start]), {})[int(assets[start])] = ends[start:stop]
+    return out
+
+
+class ShuffleBuffer:
+    """A bounded shuffle buffer: windows go in as read (in time order within a row group) and
+    come out in batches drawn at random from everything held, so a batch mixes row groups."""
+
+    def __init__(self, capacity: int, batch_size: int, shape: tuple[int, int], rng: np.random.Generator):
+        self.capacity = max(capacity, batch_size)
+        self.batch_size = batch_size
+        self.buffer = np.empty((self.capacity, *shape), dtype=np.float32)
+        self.fill = 0
+        self.rng = rng
+
+    def add(self, windows: np.ndarray) -> Iterator[np.ndarray]:
+        i = 0
+        while i < windows.shape[0]:
+            take = min(self.capacity - self.fill, windows.shape[0] - i)
+            self.buffer[self.fill : self.fill + take] = windows[i : i + take]
+            self.fill += take
+            i += take
+            if self.fill == self.capacity:
+                yield self._pop()
+
+    def drain(self) -> Iterator[np.ndarray]:
+        while self.fill:
+            yield self._pop()
+
+    def _pop(self) -> np.ndarray:
+        k = min(self.batch_size, self.fill)
+        slots = np.sort(self.rng.choice(self.fill, size=k, replace=False))
+        out = self.buffer[slots]  # a copy
+        last = np.arange(self.fill - k, self.fill)
+        movers = last[~np.isin(last, slots)]
+        holes = slots[slots < self.fill - k]
+        self.buffer[holes] = self.buffer[movers]
+        self.fill -= k
+        return out
+
+
+class StreamedWindows:
+    """`train.WindowBatches` over a Parquet dataset: each epoch a uniform sample of this rank's
+    training windows, read unit by unit in a seeded random order through a shuffle buffer."""
+
+    def __init__(
+        self,
+        source: Streamed,
+        windows: WindowSet,
+        per_rank: int,
+        batch_size: int,
+        seed: int,
+        rank: int,
+    ) -> None:
+        self.source = source
+        self.windows = windows
+        self.per_rank = per_rank
+        self.batch_size = batch_size
+        self.seed = seed
+        self.rank = rank
+
+    def steps(self) -> int:
+        return math.ceil(self.per_rank / self.batch_size)
+
+    def batches(self, epoch: int) -> Iterator[np.ndarray]:
+        rng = np.random.default_rng([self.seed, epoch, self.rank])
+        total = self.windows.total()
+        picks = (
+            np.arange(total)
+            if self.per_rank >= total
+            else np.sort(rng.choice(total, size=self.per_rank, replace=False))
+        )
+        units, assets, ends = self.windows.at(picks)
+        wanted = _by_unit(units, assets, ends)
+        order = [int(u) for u in rng.permutation(np.array(sorted(wanted), dtype=np.int64))]
+        shape = (self.source.rules.window, len(self.source.layout.sensors))
+        buffer = ShuffleBuffer(self.source.budget.shuffle_windows, self.batch_size, shape, rng)
+        for _, _, scaled in self.source.windows(wanted, order):
+            yield from buffer.add(scaled)
+        yield from buffer.drain()
+
+
+@dataclass
+class Streamed:
+    """A scanned dataset and its rules: what every later read of it needs."""
+
+    dataset: ParquetDataset
+    layout: Layout
+    assets: list[str | None]
+    units: list[list[int]]
+    contexts: list[dict[int, AssetTail]]
+    rules: Rules
+    scaler: Scaler
+    budget: Budget
+
+    def windows(
+        self, wanted: dict[int, dict[int, np.ndarray]], order: list[int]
+    ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        return read_windows(
+            self.dataset, self.layout, self.assets, self.units, self.contexts, wanted, order,
+            self.rules, self.scaler, self.budget.batch_rows,
+        )
+
+    def gather(self, windows: WindowSet, picks: np.ndarray, progress: bool) -> np.ndarray:
+        """The windows at sorted positions `picks` of `windows`, scaled, in that order."""
+        units, assets, ends = windows.at(picks)
+        wanted = _by_unit(units, assets, ends)
+        out = np.empty((picks.size, self.rules.window, len(self.layout.sensors)), dtype=np.float32)
+        # position of each (machine, end) in the output: picks are sorted by machine then row
+        key_scale = int(ends.max(initial=0)) + 1
+        keys = assets * key_scale + ends
+        order = np.argsort(keys, kind="stable")
+        bar = _progress(picks.size, "held-out sample", progress)
+        for code, found, scaled in self.windows(wanted, sorted(wanted)):
+            at = order[np.searchsorted(keys[order], code * key_scale + found)]
+            out[at] = scaled
+            if bar is not None:
+                bar.update(found.size)
+        if bar is not None:
+            bar.close()
+        return out
+
+
+def _units(dataset: ParquetDataset, scanned: Scan, keep: int, sensors: int, budget: int) -> list[list[int]]:
+    """Row groups read together as one unit: as many units as the saved machine tails allow
+    within `budget` bytes (one tail per machine present per unit)."""
+    per_tail = keep * (sensors * 8 + 8) + 64
+    pairs = sum(len(g) for g in scanned.groups)
+    if pairs * per_tail <= budget:
+        size = 1
+    else:
+        size = math.ceil(pairs * per_tail / max(budget, 1))
+    n = len(dataset.groups)
+    return [list(range(i, min(i + size, n))) for i in range(0, n, size)]
+
+
+# ---------------------------------------------------------------------- fit
+def fit_streaming(
+    model: MemAE,
+    X: str | os.PathLike[str],
+    *,
+    plan: StreamingPlan | None = None,
+    options: ReadOptions | None = None,
+    drop_duplicates: bool = False,
+    report: Callable[[str], None] | None = None,
+) -> MemAE:
+    """Fit `model` on the Parquet file or directory X by streaming it (see the module doc).
+
+    `report` receives the data summary (what `fit` prints before training) once the statistics
+    pass has read everything; `options` are the reading options (default: the model's).
+    """
+    torch = require_torch()
+    from memae_ts.data import MAX_SILENT_DUPLICATE_SHARE, _warn_markers
+    from memae_ts.engine_torch import TorchEngine
+    from memae_ts.model import MemAENet, NetworkSpec, validate_spec
+    from memae_ts.train import TrainSettings, distributed_from_env, train
+
+    if plan is None:
+        dataset = open_dataset(X)
+        limit = parse_memory_limit(model.memory_limit)
+        plan = StreamingPlan(dataset, limit, dataset.estimated_in_memory_bytes())
+    dataset = plan.dataset
+    source = dataset.source
+    if model.resample is not None:
+        raise DataError(
+            f"{source}: --resample needs the whole series in memory; resample the export first or "
+            f"raise --memory-limit above {format_bytes(plan.estimated_bytes)}"
+        )
+    if not 0 < model.validation_fraction < 1:
+        raise DataError(f"validation_fraction must be in (0, 1), got {model.validation_fraction}")
+    if model.scaler not in ("standard", "robust"):
+        raise DataError(f"unknown scaler {model.scaler!r}; choose one of ('standard', 'robust')")
+    dist = distributed_from_env(model.device)
+    if dist.is_main:
+        log.info("%s", plan.announcement())
+    roles = ColumnRoles(
+        time_column=model.time_column,
+        asset_column=model.asset_column,
+        label_column=model.label_column,
+        exclude=tuple(model.exclude),
+        detect_labels=True,
+        drop_duplicates=drop_duplicates,
+    )
+    layout, summary = decide_layout(dataset, roles, options or model.read_options())
+    n_sensors = len(layout.sensors)
+    budget = Budget.plan(plan.memory_limit, dataset, model.window, n_sensors, model.batch_size)
+    progress = bool(model.verbose) and dist.is_main
+
+    scanned = scan(dataset, layout, budget.batch_rows, progress)
+    _summarise_scan(summary, scanned, layout)
+    if scanned.duplicates:
+        share = scanned.duplicates / scanned.rows_read
+        lines = ", ".join(str(line) for line in scanned.duplicate_lines[:5])
+        if share > MAX_SILENT_DUPLICATE_SHARE and not drop_duplicates:
+            raise DataError(
+                f"{source}: {scanned.duplicates} of {scanned.rows_read} rows ({100 * share:.1f} %) repeat "
+                f"a timestamp of {layout.time_column!r} (e.g. line(s) {lines}): several machines in one "
+                f"file need --asset-column COLUMN; to drop the repeats anyway pass --drop-duplicates"
+            )
+        warnings.warn(
+            f"{source}: {scanned.duplicates} duplicate timestamp(s) in {layout.time_column!r} "
+            f"(e.g. line(s) {lines}); keeping the first reading of each",
+            DataWarning,
+            stacklevel=2,
+        )
+    period = summary.period_seconds
+    max_gap = model.max_gap if model.max_gap is not None else (
+        None if period is None or layout.time_column is None else DEFAULT_GAP_PERIODS * period
+    )
+    cuts = [round(n * (1 - model.validation_fraction)) for n in scanned.rows]
+    rules = Rules(
+        window=model.window,
+        stride=model.stride,
+        max_gap=max_gap,
+        max_fill=model.max_fill,
+        cuts=cuts,
+        skip_labelled=layout.label_column is not None and not model.train_on_labelled,
+        robust_every=max(1, math.ceil(sum(cuts) / budget.robust_rows)),
+        robust=model.scaler == "robust",
+    )
+    if model.window < 1 or model.stride < 1:
+        raise DataError(f"window ({model.window}) and stride ({model.stride}) must be positive")
+    units = _units(dataset, scanned, rules.keep, n_sensors, budget.context_bytes)
+    stats = statistics(dataset, layout, scanned, units, rules, budget.batch_rows, progress)
+    summary.missing = {sensor: dict(stats.missing.get(sensor, {})) for sensor in layout.sensors}
+    for sensor, counts in summary.missing.items():
+        if sum(counts.values()) >= scanned.rows_read:
+            raise DataError(f"{source}: sensor column {sensor!r} is empty")
+    _warn_markers(source, summary.missing)
+    if report is not None and dist.is_main:
+        report(summary.format(short=True))
+
+    windows = choose_windows(stats, scanned, units, rules)
+    rows_total = sum(scanned.rows)
+    lengths = np.array([b - a for machine in stats.runs for a, b in machine], dtype=np.int64)
+    summary.gaps = {
+        "window": model.window,
+        "rows": rows_total,
+        "segments": int(lengths.size),
+        "rows_in_windows": int(lengths[lengths >= model.window].sum()),
+        "max_gap_seconds": max_gap,
+        "max_fill": model.max_fill,
+        "time_splits": stats.time_splits,
+        "filled": {s: int(n) for s, n in zip(layout.sensors, stats.filled, strict=True) if n},
+        "unfilled": {s: int(n) for s, n in zip(layout.sensors, stats.unfilled, strict=True) if n},
+    }
+    if windows.total == 0:
+        raise DataError(
+            f"{source}: no complete window of {model.window} rows: the data has {rows_total} rows and "
+            f"its longest stretch without gaps or missing values is {windows.longest} rows. "
+            f"Use a smaller --window, a larger --max-gap, or more data."
+        )
+    labelled = sum(b - a for machine in stats.labelled for a, b in machine)
+    if labelled and model.train_on_labelled:
+        summary.training = {
+            "note": f"{labelled} labelled row(s) trained on as normal (--train-on-labelled)",
+            "excluded_windows": 0,
+        }
+    elif labelled:
+        note = (
+            f"{windows.touched} of {windows.total} windows touch the {labelled} row(s) labelled "
+            f"anomalous in {layout.label_column!r} and are left out of training and calibration "
+            f"(--train-on-labelled keeps them)"
+        )
+        summary.training = {"note": note, "excluded_windows": windows.touched}
+        if windows.touched == windows.total:
+            raise DataError(f"{source}: every window touches a labelled row: {note}")
+    n_train = windows.train.total()
+    if n_train == 0:
+        raise DataError(f"{source}: too little data to train: no window before the validation split")
+    held_out = windows.validation
+    if held_out.total() < 10:
+        warnings.warn(
+            f"{source}: only {held_out.total()} held-out windows; the threshold is calibrated on "
+            "training windows instead, which tends to set it too low. Provide more data.",
+            DataWarning,
+            stacklevel=2,
+        )
+        held_out = windows.train
+    n_held = held_out.total()
+    picks = (
+        np.arange(n_held)
+        if n_held <= budget.validation_windows
+        else np.linspace(0, n_held - 1, budget.validation_windows).round().astype(np.int64)
+    )
+
+    if rules.robust:
+        sample = np.concatenate(stats.robust_sample) if stats.robust_sample else np.empty((0, n_sensors))
+        if sample.shape[0] == 0:
+            raise DataError(f"{source}: no training row without missing values to fit the scaler on")
+        scaler = Scaler.fit(sample, "robust", layout.sensors, min_relative_scale=model.min_relative_scale)
+    else:
+        if stats.moments.count == 0 or stats.moments.mean is None:
+            raise DataError(f"{source}: no training row without missing values to fit the scaler on")
+        scaler = Scaler.from_statistics(
+            "standard", stats.moments.mean, stats.moments.std(), layout.sensors, model.min_relative_scale
+        )
+    streamed = Streamed(dataset, layout, scanned.assets, units, stats.contexts, rules, scaler, budget)
+    val_windows = streamed.gather(held_out, picks, progress)
+
+    spec = NetworkSpec(
+        arch=model.arch,
+        n_sensors=n_sensors,
+        window=model.window,
+        channels=[int(c) for c in model.channels],
+        hidden=[int(h) for h in model.hidden],
+        latent=model.latent,
+        kernel_size=model.kernel_size,
+        activation=model.activation,
+        use_memory=model.use_memory,
+        memory_slots=model.memory_slots,
+        addressing=model.addressing,
+        temperature=model.temperature,
+        learn_temperature=model.learn_temperature,
+        shrink_threshold=model.shrink_threshold,
+    )
+    try:
+        validate_spec(spec)
+    except ValueError as exc:
+        raise DataError(str(exc)) from exc
+    torch.manual_seed(model.seed)
+    net = MemAENet(spec)
+    settings = TrainSettings(
+        epochs=model.epochs,
+        batch_size=model.batch_size,
+        learning_rate=model.learning_rate,
+        entropy_weight=model.entropy_weight,
+        patience=model.patience,
+        seed=model.seed,
+        device=model.device,
+        progress=model.verbose,
+    )
+    if dist.world > len(units):
+        raise DataError(
+            f"{source}: {len(units)} unit(s) of row groups cannot be shared by {dist.world} processes; "
+            f"write the Parquet files with smaller row groups"
+        )
+    unit_of = windows.train.unit
+    shares = [windows.train.subset(unit_of % dist.world == r) for r in range(dist.world)]
+    per_epoch = min(n_train, model._windows_per_epoch())
+    per_rank = min(math.ceil(per_epoch / dist.world), *(share.total() for share in shares))
+    if per_rank == 0:
+        raise DataError(f"{source}: a process under torchrun has no training window in its row groups")
+    batches = StreamedWindows(streamed, shares[dist.rank], per_rank, model.batch_size, model.seed, dist.rank)
+    history = train(net, batches, val_windows, settings, dist)
+    del batches
+
+    config: dict[str, Any] = {
+        "library_version": __version__,
+        "created_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "sensors": list(layout.sensors),
+        "time_column": layout.time_column,
+        "asset_column": layout.asset_column,
+        "window": model.window,
+        "stride": model.stride,
+        "max_gap_seconds": max_gap,
+        "max_fill_rows": model.max_fill,
+        "reading": {"time_format": model.time_format, "dayfirst": model.dayfirst, "tz": model.tz},
+        "data": summary.to_dict(),
+        "scaler": scaler.to_config(),
+        "threshold": {"method": "pending", "value": 1.0},
+        "network": net.export_graph(),
+        "training": {
+            "network_spec": spec.to_dict(),
+            "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in model.get_params().items()},
+            "data_source": os.path.basename(source.rstrip("/\\")),
+            "data_fingerprint": stats.fingerprint,
+            "n_rows": rows_total,
+            "n_train_windows": n_train,
+            "n_val_windows": int(picks.size),
+            **history.to_dict(),
+            "streaming": {
+                **budget.to_config(),
+                "units": len(units),
+                "estimated_in_memory": plan.estimated_bytes,
+            },
+        },
+    }
+    return _calibrate_and_finish(model, config, net, val_windows, scaler, source, TorchEngine)
+
+
+def _calibrate_and_finish(
+    model: MemAE,
+    config: dict[str, Any],
+    net: Any,
+    val_windows: np.ndarray,
+    scaler: Scaler,
+    source: str,
+    engine_type: Any,
+) -> MemAE:
+    """Threshold from the held-out sample's scores, memory use, the bundle (as in memory)."""
+    from memae_ts.bundle import make_bundle
+    from memae_ts.memory_usage import MAX_WINDOWS as MAX_USAGE_WINDOWS
+    from memae_ts.memory_usage import collapse_warning
+    from memae_ts.memory_usage import measure as measure_memory
+    from memae_ts.scoring import BATCH_WINDOWS
+    from memae_ts.threshold import calibrate, with_margin
+
+    weights = net.export_tensors()
+    engine = engine_type(make_bundle(config, weights), net)
+
+    def raw(chunk: np.ndarray) -> np.ndarray:  # the engine scales raw readings itself
+        return chunk.astype(np.float64) * scaler.scale + scaler.center
+
+    chunks = range(0, len(val_windows), BATCH_WINDOWS)
+    scores = np.concatenate([engine.score(raw(val_windows[i : i + BATCH_WINDOWS]))[0] for i in chunks])
+    threshold = with_margin(
+        calibrate(scores, model.threshold, model.threshold_quantile, model.pot_risk), model.threshold_margin
+    )
+    config["threshold"] = threshold.to_config()
+    usage = measure_memory(engine, raw(val_windows[:MAX_USAGE_WINDOWS]))
+    if usage is not None:
+        config["training"]["memory_usage"] = usage
+        message = collapse_warning(usage)
+        if message:
+            warnings.warn(f"{source}: {message}", DataWarning, stacklevel=3)
+    bundle = make_bundle(config, weights)
+    model._set_fitted(bundle, engine_type(bundle, net))
+    return model
+
+
+def _summarise_scan(summary: DataSummary, scanned: Scan, layout: Layout) -> None:
+    import pandas as pd
+
+    summary.rows_read = scanned.rows_read
+    summary.duplicates_dropped = scanned.duplicates
+    summary.assets = len(scanned.assets)
+    summary.labelled_rows = scanned.labelled_rows
+    summary.unsorted = False
+    if scanned.first_time is not None and scanned.last_time is not None:
+        summary.first_time = pd.Timestamp(scanned.first_time, tz="UTC").isoformat()
+        summary.last_time = pd.Timestamp(scanned.last_time, tz="UTC").isoformat()
+    summary.period_seconds = None
+    summary.sampling = None
+    summary.irregular = False
+    if layout.time_column is not None:
+        describe_steps(summary, scanned.steps)
