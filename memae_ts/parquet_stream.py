@@ -579,3 +579,69 @@ def extend(
 def stretches_at_end(tail: AssetTail) -> list[tuple[int, int]]:
     """The stretch still open when a machine's rows end."""
     return [] if tail.open_start is None else [(tail.open_start, tail.next_row)]
+
+
+@dataclass
+class MachinePiece:
+    """One machine's new rows in a batch, segmented with what came before them."""
+
+    asset: str | None
+    positions: np.ndarray  # positions in the batch of the machine's rows kept (repeats dropped)
+    previous_time: int | None  # the machine's last time before these rows
+    piece: Piece
+
+
+def stream_pieces(
+    dataset: ParquetDataset,
+    layout: Layout,
+    groups: Sequence[int],
+    tails: dict[str | None, AssetTail],
+    *,
+    keep: int,
+    max_gap_seconds: float | None,
+    max_fill_rows: int,
+    batch_rows: int,
+    hint: str,
+) -> Iterator[tuple[Rows, np.ndarray, list[MachinePiece]]]:
+    """(rows, kept mask, machine pieces) batch by batch over the row groups `groups` (indices),
+    each machine continuing from its tail in `tails` (a new machine starts empty); the order
+    check and the dropping of repeated timestamps happen here."""
+    n_sensors = len(layout.sensors)
+    for g in groups:
+        group = dataset.groups[g]
+        line = group.first_row + 2
+        for frame in dataset.read(group, layout.columns(), batch_rows):
+            rows = read_rows(layout, frame, line)
+            line += len(rows)
+            kept = np.zeros(len(rows), dtype=bool)
+            parts: list[MachinePiece] = []
+            for asset, idx in asset_groups(rows):
+                tail = tails.get(asset)
+                if tail is None:
+                    tail = tails[asset] = AssetTail.empty(n_sensors)
+                times = None if rows.times is None else rows.times[idx]
+                ok = in_time_order(
+                    times,
+                    tail.last_time,
+                    where=dataset.where(group),
+                    asset=asset,
+                    lines=rows.lines[idx],
+                    hint=hint,
+                )
+                idx = idx[ok]
+                kept[idx] = True
+                if idx.size == 0:
+                    continue
+                previous = tail.last_time
+                piece = extend(
+                    tail,
+                    rows.values[idx],
+                    None if times is None else times[ok],
+                    sensors=layout.sensors,
+                    source=layout.source,
+                    keep=keep,
+                    max_gap_seconds=max_gap_seconds,
+                    max_fill_rows=max_fill_rows,
+                )
+                parts.append(MachinePiece(asset, idx, previous, piece))
+            yield rows, kept, parts

@@ -29,16 +29,13 @@ from memae_ts.errors import DataError
 from memae_ts.parquet_stream import (
     AssetTail,
     ParquetDataset,
-    asset_groups,
     context_rows,
     decide_layout,
-    extend,
     format_bytes,
-    in_time_order,
     is_parquet_path,
     open_dataset,
     parse_memory_limit,
-    read_rows,
+    stream_pieces,
 )
 from memae_ts.reading import ReadOptions
 from memae_ts.scoring import RowScores, score_windows, scores_frame
@@ -105,46 +102,29 @@ def score_parquet(
     counts = Scored()
     bar = _progress(dataset.rows, progress)
     with _Output(output) as out:
-        for group in dataset.groups:
-            line = group.first_row + 2
-            for frame in dataset.read(group, layout.columns(), batch_rows):
-                rows = read_rows(layout, frame, line)
-                line += len(rows)
-                n = len(rows)
-                score = np.full(n, np.nan)
-                contributions = np.full((n, n_sensors), np.nan)
-                kept = np.zeros(n, dtype=bool)
-                for asset, idx in asset_groups(rows):
-                    tail = tails.setdefault(asset, AssetTail.empty(n_sensors))
-                    times = None if rows.times is None else rows.times[idx]
-                    ok = in_time_order(
-                        times, tail.last_time, where=dataset.where(group), asset=asset,
-                        lines=rows.lines[idx], hint=SORT_HINT,
-                    )
-                    idx = idx[ok]
-                    kept[idx] = True
-                    if idx.size == 0:
-                        continue
-                    piece = extend(
-                        tail, rows.values[idx], None if times is None else times[ok],
-                        sensors=layout.sensors, source=layout.source, keep=keep,
-                        max_gap_seconds=max_gap, max_fill_rows=max_fill,
-                    )
-                    ends = window_ends(piece.segments, window, 1)
-                    ends = ends[ends >= piece.k0]
-                    if ends.size:
-                        at = idx[ends - piece.k0]
-                        found = score_windows(model.engine_, piece.values, ends, window)
-                        score[at], contributions[at] = found
-                counts.duplicates += int(n - kept.sum())
-                result = RowScores(score[kept], score[kept] / threshold, contributions[kept], threshold)
-                table = scores_frame(_batch_data(layout, rows.take(kept)), result)
-                out.write(table, None if rows.times is None else rows.times[kept])
-                counts.rows += int(kept.sum())
-                counts.scored += int(np.isfinite(result.score).sum())
-                counts.flagged += int(result.is_anomaly.sum())
-                if bar is not None:
-                    bar.update(n)
+        batches = stream_pieces(
+            dataset, layout, range(len(dataset.groups)), tails, keep=keep, max_gap_seconds=max_gap,
+            max_fill_rows=max_fill, batch_rows=batch_rows, hint=SORT_HINT,
+        )
+        for rows, kept, parts in batches:
+            score = np.full(len(rows), np.nan)
+            contributions = np.full((len(rows), n_sensors), np.nan)
+            for part in parts:
+                piece = part.piece
+                ends = window_ends(piece.segments, window, 1)
+                ends = ends[ends >= piece.k0]
+                if ends.size:
+                    at = part.positions[ends - piece.k0]
+                    score[at], contributions[at] = score_windows(model.engine_, piece.values, ends, window)
+            counts.duplicates += int(len(rows) - kept.sum())
+            result = RowScores(score[kept], score[kept] / threshold, contributions[kept], threshold)
+            table = scores_frame(_batch_data(layout, rows.take(kept)), result)
+            out.write(table, None if rows.times is None else rows.times[kept])
+            counts.rows += int(kept.sum())
+            counts.scored += int(np.isfinite(result.score).sum())
+            counts.flagged += int(result.is_anomaly.sum())
+            if bar is not None:
+                bar.update(len(rows))
         if bar is not None:
             bar.close()
         if counts.duplicates:

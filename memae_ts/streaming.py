@@ -61,7 +61,6 @@ from memae_ts.parquet_stream import (
     asset_groups,
     context_rows,
     decide_layout,
-    extend,
     format_bytes,
     in_time_order,
     is_parquet_path,
@@ -69,6 +68,7 @@ from memae_ts.parquet_stream import (
     open_dataset,
     parse_memory_limit,
     read_rows,
+    stream_pieces,
     stretches_at_end,
 )
 from memae_ts.reading import ReadOptions
@@ -411,7 +411,7 @@ def statistics(
     progress: bool,
 ) -> Stats:
     s = len(layout.sensors)
-    tails = [AssetTail.empty(s) for _ in scanned.assets]
+    tails = {asset: AssetTail.empty(s) for asset in scanned.assets}
     codes = {asset: code for code, asset in enumerate(scanned.assets)}
     missing: dict[str, dict[str, int]] = {}
     filled = np.zeros(s, dtype=np.int64)
@@ -427,62 +427,44 @@ def statistics(
     try:
         for unit in units:
             present = {code for g in unit for code, _, _ in scanned.groups[g]}
-            contexts.append({code: tails[code].copy() for code in sorted(present)})
-            for g in unit:
-                group = dataset.groups[g]
-                line = group.first_row + 2
-                for frame in dataset.read(group, layout.columns(), batch_rows):
-                    rows = read_rows(layout, frame, line)
-                    line += len(rows)
-                    merge_missing(missing, layout.sensors, rows.missing)
-                    keep_all = np.zeros(len(rows), dtype=bool)
-                    for asset, idx in asset_groups(rows):
-                        code = codes[asset]
-                        tail = tails[code]
-                        times = None if rows.times is None else rows.times[idx]
-                        keep = in_time_order(
-                            times, tail.last_time, where=dataset.where(group), asset=asset,
-                            lines=rows.lines[idx], hint=SORT_HINT,
-                        )
-                        idx = idx[keep]
-                        keep_all[idx] = True
-                        if idx.size == 0:
-                            continue
-                        raw = rows.values[idx]
-                        new_times = None if times is None else times[keep]
-                        if new_times is not None and rules.max_gap is not None:
-                            previous = new_times[:-1] if tail.last_time is None else np.concatenate(
-                                [[tail.last_time], new_times[:-1]]
-                            )
-                            current = new_times[1:] if tail.last_time is None else new_times
-                            time_splits += int(np.sum((current - previous) / 1e9 > rules.max_gap))
-                        piece = extend(
-                            tail, raw, new_times, sensors=layout.sensors, source=layout.source,
-                            keep=rules.keep, max_gap_seconds=rules.max_gap, max_fill_rows=rules.max_fill,
-                        )
-                        runs[code].extend(piece.closed)  # stretches may touch: a time gap splits them
-                        new = piece.values[piece.k0 :]
-                        filled += (np.isnan(raw) & ~np.isnan(new)).sum(axis=0)
-                        unfilled += np.isnan(new).sum(axis=0)
-                        row_numbers = piece.first_row + np.arange(idx.size)
-                        is_labelled = np.zeros(idx.size, dtype=bool)
-                        if rows.labels is not None:
-                            is_labelled = rows.labels[idx].astype(bool)
-                            _append_runs(labelled[code], _runs(is_labelled, piece.first_row))
-                        eligible = (row_numbers < rules.cuts[code]) & ~np.isnan(new).any(axis=1)
-                        if rules.skip_labelled:
-                            eligible &= ~is_labelled
-                        moments.add(new[eligible])
-                        if rules.robust:
-                            robust.append(new[eligible & (row_numbers % rules.robust_every == 0)])
-                    digest.update(np.ascontiguousarray(rows.values[keep_all], dtype=np.float64).tobytes())
-                    if bar is not None:
-                        bar.update(len(rows))
+            contexts.append({code: tails[scanned.assets[code]].copy() for code in sorted(present)})
+            batches = stream_pieces(
+                dataset, layout, unit, tails, keep=rules.keep, max_gap_seconds=rules.max_gap,
+                max_fill_rows=rules.max_fill, batch_rows=batch_rows, hint=SORT_HINT,
+            )
+            for rows, kept, parts in batches:
+                merge_missing(missing, layout.sensors, rows.missing)
+                for part in parts:
+                    code, piece = codes[part.asset], part.piece
+                    raw = rows.values[part.positions]
+                    new = piece.values[piece.k0 :]
+                    runs[code].extend(piece.closed)  # stretches may touch: a time gap splits them
+                    filled += (np.isnan(raw) & ~np.isnan(new)).sum(axis=0)
+                    unfilled += np.isnan(new).sum(axis=0)
+                    if rows.times is not None and rules.max_gap is not None:
+                        times = rows.times[part.positions]
+                        if part.previous_time is not None:
+                            times = np.concatenate([[part.previous_time], times])
+                        time_splits += int(np.sum(np.diff(times) / 1e9 > rules.max_gap))
+                    row_numbers = piece.first_row + np.arange(part.positions.size)
+                    is_labelled = np.zeros(part.positions.size, dtype=bool)
+                    if rows.labels is not None:
+                        is_labelled = rows.labels[part.positions].astype(bool)
+                        _append_runs(labelled[code], _runs(is_labelled, piece.first_row))
+                    eligible = (row_numbers < rules.cuts[code]) & ~np.isnan(new).any(axis=1)
+                    if rules.skip_labelled:
+                        eligible &= ~is_labelled
+                    moments.add(new[eligible])
+                    if rules.robust:
+                        robust.append(new[eligible & (row_numbers % rules.robust_every == 0)])
+                digest.update(np.ascontiguousarray(rows.values[kept], dtype=np.float64).tobytes())
+                if bar is not None:
+                    bar.update(len(rows))
     finally:
         if bar is not None:
             bar.close()
-    for code, tail in enumerate(tails):
-        runs[code].extend(stretches_at_end(tail))
+    for asset, tail in tails.items():
+        runs[codes[asset]].extend(stretches_at_end(tail))
     return Stats(
         missing=missing,
         filled=filled,
@@ -630,33 +612,18 @@ def read_windows(
     for u in order:
         if u not in wanted:
             continue
-        tails = {code: tail.copy() for code, tail in contexts[u].items()}
-        for g in units[u]:
-            group = dataset.groups[g]
-            line = group.first_row + 2
-            for frame in dataset.read(group, layout.columns(), batch_rows):
-                rows = read_rows(layout, frame, line)
-                line += len(rows)
-                for asset, idx in asset_groups(rows):
-                    code = codes[asset]
-                    tail = tails[code]
-                    times = None if rows.times is None else rows.times[idx]
-                    keep = in_time_order(
-                        times, tail.last_time, where=dataset.where(group), asset=asset,
-                        lines=rows.lines[idx], hint=SORT_HINT,
-                    )
-                    idx = idx[keep]
-                    if idx.size == 0:
-                        continue
-                    piece = extend(
-                        tail, rows.values[idx], None if times is None else times[keep],
-                        sensors=layout.sensors, source=layout.source, keep=rules.keep,
-                        max_gap_seconds=rules.max_gap, max_fill_rows=rules.max_fill,
-                    )
-                    ends = _ends_in(piece, wanted[u].get(code))
-                    if ends.size:
-                        windows = piece.values[piece.row_of(ends)[:, None] + offsets[None, :]]
-                        yield code, ends, ((windows - scaler.center) / scaler.scale).astype(np.float32)
+        tails = {assets[code]: tail.copy() for code, tail in contexts[u].items()}
+        batches = stream_pieces(
+            dataset, layout, units[u], tails, keep=rules.keep, max_gap_seconds=rules.max_gap,
+            max_fill_rows=rules.max_fill, batch_rows=batch_rows, hint=SORT_HINT,
+        )
+        for _, _, parts in batches:
+            for part in parts:
+                code, piece = codes[part.asset], part.piece
+                ends = _ends_in(piece, wanted[u].get(code))
+                if ends.size:
+                    windows = piece.values[piece.row_of(ends)[:, None] + offsets[None, :]]
+                    yield code, ends, ((windows - scaler.center) / scaler.scale).astype(np.float32)
 
 
 def _ends_in(piece: Piece, ends: np.ndarray | None) -> np.ndarray:
@@ -849,8 +816,12 @@ def fit_streaming(
     if model.scaler not in ("standard", "robust"):
         raise DataError(f"unknown scaler {model.scaler!r}; choose one of ('standard', 'robust')")
     dist = distributed_from_env(model.device)
-    if dist.is_main:
-        log.info("%s", plan.announcement())
+
+    def tell(text: str) -> None:  # rank 0 speaks: through `report` (the CLI prints), else the log
+        if dist.is_main:
+            report(text) if report is not None else log.info("%s", text)
+
+    tell(plan.announcement())
     roles = ColumnRoles(
         time_column=model.time_column,
         asset_column=model.asset_column,
@@ -905,8 +876,7 @@ def fit_streaming(
         if sum(counts.values()) >= scanned.rows_read:
             raise DataError(f"{source}: sensor column {sensor!r} is empty")
     _warn_markers(source, summary.missing)
-    if report is not None and dist.is_main:
-        report(summary.format(short=True))
+    tell(summary.format(short=True))
 
     windows = choose_windows(stats, scanned, units, rules)
     rows_total = sum(scanned.rows)

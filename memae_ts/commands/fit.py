@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from pathlib import Path
@@ -24,6 +25,7 @@ examples:
                                                      a German historian export in plant local time
   memae-ts fit pi-export.csv --resample 10s          by-exception data onto a 10 s grid
   memae-ts fit history.parquet                       Parquet file or directory of Parquet files
+  memae-ts fit history/ --memory-limit 4GB           Parquet larger than the limit is streamed
   cat sensors.csv | memae-ts fit - -o pump7          from standard input
   torchrun --nproc-per-node 2 -m memae_ts.cli fit history.parquet -o pump7
                                                      several processes (cores, GPUs or machines)
@@ -150,6 +152,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="share held out at the end (default %(default)s)",
     )
     t.add_argument("--seed", type=int, default=D["seed"], help="random seed: same seed, same model")
+    t.add_argument(
+        "--memory-limit",
+        metavar="SIZE",
+        help="memory the fit may hold, e.g. 4GB or 512MB; a Parquet input estimated to need more is "
+        "streamed by row group in passes (default: half of this machine's memory)",
+    )
     t.add_argument("--device", default="auto", help="auto, cpu or cuda")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     c = p.add_argument_group("threshold")
@@ -221,6 +229,7 @@ def model_from_args(args: argparse.Namespace) -> MemAE:
         seed=args.seed,
         device=args.device,
         verbose=not args.quiet and sys.stderr.isatty(),
+        memory_limit=args.memory_limit,
     )
 
 
@@ -232,10 +241,19 @@ def default_output(data_path: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from memae_ts.data import load_csv
-    from memae_ts.summary import DataSummary
 
     output = args.output or default_output(args.csv)
     model = model_from_args(args)
+    from memae_ts.streaming import fit_streaming, streaming_plan
+    from memae_ts.train import distributed_from_env
+
+    main = distributed_from_env(args.device).is_main  # under torchrun, rank 0 speaks and saves
+    plan = streaming_plan(args.csv, model.memory_limit)  # Parquet too large to read whole
+    if plan is not None:
+        options, duplicates = read_options(args), args.drop_duplicates
+        say = functools.partial(print, flush=True)
+        fit_streaming(model, args.csv, plan=plan, options=options, drop_duplicates=duplicates, report=say)
+        return _report(model, output) if main else 0
     data = load_csv(
         args.csv,
         time_column=args.time_column,
@@ -246,14 +264,16 @@ def run(args: argparse.Namespace) -> int:
         detect_labels=True,
         drop_duplicates=args.drop_duplicates,
     )
-    from memae_ts.train import distributed_from_env
-
-    main = distributed_from_env(args.device).is_main  # under torchrun, rank 0 speaks and saves
     if main:
         print(data.summary.format(short=True), flush=True)  # what was read, before the long part
     model.fit(data)
-    if not main:
-        return 0
+    return _report(model, output) if main else 0
+
+
+def _report(model: MemAE, output: str) -> int:
+    """Save the bundle and say what fitting left out and what was written."""
+    from memae_ts.summary import DataSummary
+
     path = model.save(output)
     training = model.bundle_.config["training"]
     fitted = DataSummary.from_dict(model.bundle_.config["data"])

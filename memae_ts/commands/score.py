@@ -30,6 +30,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="data to score (CSV, Parquet, .xlsx or '-' for stdin) with the training data's sensor columns",
     )
     p.add_argument("-o", "--output", help="CSV file to write (default: standard output)")
+    p.add_argument(
+        "--memory-limit",
+        metavar="SIZE",
+        help="a Parquet input estimated to need more memory than this (e.g. 4GB) is scored row group by "
+        "row group, into Parquet when -o ends in .parquet (default: half of this machine's memory)",
+    )
     add_data_options(p, training=False)
     add_engine_option(p)
     p.set_defaults(handler=run)
@@ -59,6 +65,10 @@ def load_scored(args: argparse.Namespace, require_labels: bool = False):  # type
 
 def run(args: argparse.Namespace) -> int:
     from memae_ts.scoring import scores_frame
+    from memae_ts.stream_score import score_if_too_large
+
+    if score_if_too_large(args):  # Parquet larger than --memory-limit: streamed, written, reported
+        return 0
 
     model, data, result = load_scored(args)
     frame = scores_frame(data, result)
