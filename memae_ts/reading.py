@@ -87,7 +87,7 @@ def read_table(path: str | os.PathLike[str], options: ReadOptions | None = None)
         raise DataError(f"{path}: file not found")
     if os.path.isdir(path):
         if is_parquet(path):
-            return _parquet(path, path)
+            return _parquet(path, path, check=True)
         raise DataError(f"{path}: is a directory without Parquet files, expected a CSV or Parquet file")
     if os.path.getsize(path) == 0:
         raise DataError(f"{path}: file is empty")
@@ -96,18 +96,24 @@ def read_table(path: str | os.PathLike[str], options: ReadOptions | None = None)
     if path.lower().endswith(".xls"):
         raise DataError(f"{path}: old Excel .xls files are not read; save the sheet as CSV or .xlsx")
     if is_parquet(path):
-        return _parquet(path, path)
+        return _parquet(path, path, check=True)
     with open(path, "rb") as handle:
         return _csv(handle.read(), path, options)
 
 
-def _parquet(target: str | io.BytesIO, source: str) -> RawTable:
+def _parquet(target: str | io.BytesIO, source: str, check: bool = False) -> RawTable:
+    if check:
+        from memae_ts.parquet_stream import check_dataset
+
+        # Every footer, and the same columns in every file: pd.read_parquet would fill a column
+        # some files lack with nulls and drop one only some have, without a word.
+        check_dataset(source)
     try:
         frame = pd.read_parquet(target)
     except ImportError as exc:
         raise DataError(f"{source}: reading Parquet needs pyarrow: pip install pyarrow") from exc
     except Exception as exc:  # pyarrow raises its own error types for a damaged file
-        raise DataError(f"{source}: cannot read as Parquet: {exc}") from exc
+        raise DataError(f"{source}: cannot read as Parquet: {' '.join(str(exc).split())}") from exc
     frame = frame.reset_index() if _named_index(frame) else frame.reset_index(drop=True)
     return _finish(frame, source, np.arange(len(frame), dtype=np.int64) + 2, "parquet")
 
