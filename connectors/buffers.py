@@ -6,9 +6,14 @@ the same rows agree: a time gap larger than ``max_gap_seconds`` starts a new ser
 never spans it); a missing value is forward-filled for at most ``max_fill_rows`` consecutive
 rows, after which the series restarts; the window ending at a row scores that row.
 
-Each row remembers the Kafka offset it came from so the consumer can store, with its commit,
+Each row remembers the Kafka offsets it depends on so the consumer can store, with its commit,
 the oldest offset still needed to rebuild every buffer after a restart or rebalance
-(:meth:`WindowBuffers.rebuild_offsets`).
+(:meth:`WindowBuffers.rebuild_offsets`). A forward-filled value depends on the earlier row it
+was filled from, not only on its own row: each buffered row therefore keeps the oldest offset
+among its own and those of its fill sources, and each sensor keeps the offset of the row its
+last value came from while a later row may still be filled from it. Replaying from the
+smallest of these into empty buffers gives the same rows, fills and series breaks from the
+first buffered row on (what a future window or fill reads), so a restart changes no score.
 """
 
 from __future__ import annotations
@@ -30,17 +35,21 @@ class _AssetState:
     n_sensors: int
     partition: int = -1
     # The last rows of the current series (at most window - 1): what the next window needs
-    # besides the rows still to come, and the Kafka offsets they came from.
+    # besides the rows still to come, and per row the oldest Kafka offset it depends on (its
+    # own, or that of a row one of its values was forward-filled from).
     tail: np.ndarray = field(init=False)
     tail_offsets: np.ndarray = field(init=False)
     last_ts: float | None = None
     last_values: np.ndarray = field(init=False)
+    # Per sensor: the offset of the row its last value came from (-1: none yet).
+    value_offsets: np.ndarray = field(init=False)
     nan_run: np.ndarray = field(init=False)
     in_dropout: bool = False
 
     def __post_init__(self) -> None:
         self.reset()
         self.last_values = np.full(self.n_sensors, np.nan)
+        self.value_offsets = np.full(self.n_sensors, -1, dtype=np.int64)
         self.nan_run = np.zeros(self.n_sensors, dtype=np.int64)
 
     def reset(self) -> None:
@@ -60,9 +69,17 @@ class _AssetState:
             return np.empty((0, w, self.n_sensors), dtype=np.float32)
         return sliding_window_view(full, w, axis=0).transpose(0, 2, 1)
 
-    def oldest_needed_offset(self) -> int | None:
-        """Offset of the oldest row a future window still needs (the last window-1 rows)."""
-        return int(self.tail_offsets.min()) if len(self.tail_offsets) else None
+    def oldest_needed_offset(self, max_fill_rows: int = 0) -> int | None:
+        """The oldest offset a future window or fill still needs: the buffered rows (the last
+        window-1) with their fill sources, and the rows each sensor's last value came from
+        while a next missing value could still be filled from it."""
+        needed = int(self.tail_offsets.min()) if len(self.tail_offsets) else None
+        if max_fill_rows > 0:
+            live = (self.value_offsets >= 0) & (self.nan_run < max_fill_rows)
+            if live.any():
+                source = int(self.value_offsets[live].min())
+                needed = source if needed is None else min(needed, source)
+        return needed
 
 
 @dataclass(slots=True)
@@ -205,6 +222,7 @@ class WindowBuffers:
             ends.append(np.arange(stop - len(made), stop))
             windows.append(made)
         state.last_values = rows[-1].copy()
+        state.value_offsets[:] = offsets[-1]
         return self._join(ends, windows)
 
     def _row_by_row(
@@ -219,10 +237,13 @@ class WindowBuffers:
             if restart[i]:
                 state.reset()
             missing = np.isnan(row)
+            offset = int(offsets[i])
+            depends_on = offsets[i : i + 1]
             if not missing.any():
                 if state.in_dropout:
                     state.nan_run[:] = 0
                     state.in_dropout = False
+                state.value_offsets[:] = offset
             else:
                 state.in_dropout = True
                 state.nan_run = np.where(missing, state.nan_run + 1, 0)
@@ -231,10 +252,14 @@ class WindowBuffers:
                 if not np.array_equal(fillable, missing):
                     state.reset()
                     state.last_values = np.where(missing, state.last_values, row)
+                    state.value_offsets[~missing] = offset
                     continue
                 row = np.where(missing, state.last_values, row)
+                state.value_offsets[~missing] = offset
+                # The filled values come from earlier rows: this row depends on them too.
+                depends_on = np.array([min(offset, int(state.value_offsets[missing].min()))], dtype=np.int64)
             state.last_values = row
-            made = state.extend(row.reshape(1, -1), offsets[i : i + 1])
+            made = state.extend(row.reshape(1, -1), depends_on)
             if len(made):
                 ends.append(np.array([i]))
                 windows.append(made)
@@ -259,16 +284,18 @@ class WindowBuffers:
         self._assets = {a: s for a, s in self._assets.items() if s.partition not in partitions}
 
     def oldest_needed_offset(self, asset: str) -> int | None:
-        """The oldest offset a future window of ``asset`` still needs (None: none needed)."""
+        """The oldest offset a future window or fill of ``asset`` still needs (None: none)."""
         state = self._assets.get(asset)
-        return None if state is None else state.oldest_needed_offset()
+        return None if state is None else state.oldest_needed_offset(self.max_fill_rows)
 
     def rebuild_offsets(self, stale_after_seconds: float | None = None) -> dict[int, int]:
         """Per partition, the smallest offset needed to rebuild every buffer in it.
 
         Assets silent for longer than ``stale_after_seconds`` (relative to the newest reading
         of their partition) are left out: their next reading restarts the series anyway, and
-        an idle asset must not pin the rewind point forever.
+        an idle asset must not pin the rewind point forever. (A value missing in the first
+        rows after such a silence is forward-filled from before it, as offline; after a restart
+        during the silence it is not, and the asset's first window comes that many rows later.)
         """
         newest: dict[int, float] = {}
         for s in self._assets.values():
@@ -282,7 +309,7 @@ class WindowBuffers:
                 and newest[s.partition] - s.last_ts > stale_after_seconds
             ):
                 continue
-            oldest = s.oldest_needed_offset()
+            oldest = s.oldest_needed_offset(self.max_fill_rows)
             if oldest is not None:
                 result[s.partition] = min(result.get(s.partition, oldest), oldest)
         return result

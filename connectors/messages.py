@@ -4,8 +4,17 @@ Readings are one message per row, key = asset id (so one asset stays in one part
 order). Two value forms are accepted:
 
 * JSON object: ``{"asset": "pump-7", "ts": "2026-11-30T04:10:00Z", "values": {"Pressure": 1.02}}``;
-  ``asset`` may be left out when the key carries it; extra sensors are ignored.
-* compact JSON array in the bundle's sensor order: ``[ts, v0, v1, ...]``; the asset is the key.
+  ``asset`` may be left out; extra sensors are ignored.
+* compact JSON array in the bundle's sensor order: ``[ts, v0, v1, ...]``.
+
+Why the key, and only the key, names the asset: Kafka places a message by its key, and the
+daemon's windows and rebuild points rely on one asset living in one partition, in order. A
+message without a key lands on any partition, and a body ``asset`` that differs from the key
+would put one asset's readings on two partitions (each daemon owning a piece of its window, a
+rebuild point covering neither). So a message needs a key (``bad_asset``), and a body ``asset``,
+when given, must equal it (``asset_mismatch``). An optional allow-list of asset names or shell
+patterns refuses every other key (``unknown_asset``): a producer bug then costs dead letters,
+not windows and metric series.
 
 ``ts`` is ISO 8601 (a zone-less time is UTC) or Unix epoch seconds. A sensor value of ``null``
 is a missing value (forward-filled like offline scoring does); a sensor that is absent or not
@@ -16,6 +25,7 @@ carrying a short machine-readable reason that ends up in the dead-letter header 
 
 from __future__ import annotations
 
+import fnmatch
 import itertools
 import json
 import math
@@ -37,6 +47,8 @@ REASONS = (
     "non_numeric",
     "wrong_length",
     "time_backwards",
+    "asset_mismatch",
+    "unknown_asset",
 )
 
 
@@ -64,7 +76,8 @@ EPOCH_MIN, EPOCH_MAX = -62_135_596_800.0, 253_402_300_799.0
 
 
 def parse_timestamp(raw: Any) -> float:
-    """ISO 8601 string or epoch seconds -> epoch seconds (UTC)."""
+    """ISO 8601 string or epoch seconds -> epoch seconds (UTC), within the years 1-9999 whatever
+    the form (an ISO time with an offset can fall just outside them)."""
     if isinstance(raw, bool):
         raise InvalidMessage("bad_timestamp", f"not a timestamp: {raw!r}")
     if isinstance(raw, (int, float)):
@@ -85,7 +98,10 @@ def parse_timestamp(raw: Any) -> float:
             raise InvalidMessage("bad_timestamp", f"not ISO 8601: {raw[:64]!r}") from None
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=timezone.utc)
-        return parsed.timestamp()
+        value = parsed.timestamp()
+        if not EPOCH_MIN <= value <= EPOCH_MAX:
+            raise InvalidMessage("bad_timestamp", f"outside the years 1-9999 in UTC: {raw[:64]!r}")
+        return value
     raise InvalidMessage("bad_timestamp", f"missing or not a timestamp: {raw!r}"[:120])
 
 
@@ -113,26 +129,41 @@ def _number(sensor: str, raw: Any) -> float:
     return value
 
 
-def _asset(key: bytes | None, body_asset: Any) -> str:
-    if body_asset is not None:
-        if not isinstance(body_asset, str) or not body_asset.strip():
-            raise InvalidMessage("bad_asset", f"asset must be a non-empty string: {body_asset!r}")
-        return body_asset
-    if key:
-        try:
-            return key.decode("utf-8")
-        except UnicodeDecodeError:
-            raise InvalidMessage("bad_asset", "message key is not UTF-8") from None
-    raise InvalidMessage("bad_asset", "no asset in the message and no key")
+def _key_name(key: bytes | None) -> str:
+    """The asset a key names (see the module docstring: the key is the asset's identity)."""
+    if not key:
+        raise InvalidMessage(
+            "bad_asset", "no message key: produce every reading with its asset id as the key"
+        )
+    try:
+        name = key.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidMessage("bad_asset", "message key is not UTF-8") from None
+    if not name.strip():
+        raise InvalidMessage("bad_asset", "the message key is blank")
+    return name
+
+
+def _check_body_asset(key_asset: str, body_asset: Any) -> None:
+    if type(body_asset) is not str or not body_asset.strip():
+        raise InvalidMessage("bad_asset", f"asset must be a non-empty string: {body_asset!r}"[:120])
+    if body_asset != key_asset:
+        raise InvalidMessage(
+            "asset_mismatch", f"body asset {body_asset!r} differs from the key {key_asset!r}"[:200]
+        )
 
 
 def _loads_lenient(value: bytes) -> Any:
     """What orjson refuses, the standard library decides: it also reads numbers beyond the
-    float range (as infinity: ``non_numeric``) and ``NaN`` (a missing value)."""
+    float range (as infinity: ``non_numeric``) and ``NaN`` (a missing value). Its parser is
+    recursive: a few KB of nested brackets raise RecursionError, which must be a dead letter
+    like any other unreadable message (orjson itself stops at 1024 levels)."""
     try:
         return json.loads(value)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidMessage("bad_json", str(exc)[:120]) from None
+    except RecursionError:
+        raise InvalidMessage("bad_json", "nested too deeply") from None
 
 
 # Value types that go straight into a float64 array (None becomes NaN = missing).
@@ -160,10 +191,18 @@ class ReadingParser:
     Why batches: at stream rates the per-message Python work is the daemon's budget, so the
     checks run once over a whole poll (one type scan, one array conversion) and only messages
     that fail them take the slow path that finds out exactly what is wrong.
+
+    ``allowed_assets``: asset names or shell patterns (``pump-*``); empty allows every asset.
     """
 
-    def __init__(self, sensors: list[str]) -> None:
+    # Keys seen, with their asset or why they are refused; cleared when it grows past this
+    # (a producer bug sending a new key per message must not grow it without bound).
+    _KEY_CACHE = 100_000
+
+    def __init__(self, sensors: list[str], allowed_assets: Sequence[str] = ()) -> None:
         self.sensors = list(sensors)
+        self.allowed_assets = tuple(allowed_assets)
+        self._keys: dict[bytes | None, str | InvalidMessage] = {}
         if len(self.sensors) == 1:
             only = self.sensors[0]
             self._pick: Any = lambda values: (values[only],)
@@ -180,7 +219,9 @@ class ReadingParser:
     def parse_batch(self, keys: Sequence[bytes | None], values: Sequence[bytes | None]) -> ParsedBatch:
         n_values = len(self.sensors)
         pick = self._pick
-        key_names: dict[bytes | None, str | InvalidMessage] = {}
+        if len(self._keys) > self._KEY_CACHE:
+            self._keys = {}
+        key_names = self._keys
         index: list[int] = []
         assets: list[str] = []
         raw_ts: list[Any] = []
@@ -190,15 +231,16 @@ class ReadingParser:
             try:
                 if value is None:
                     raise InvalidMessage("bad_json", "empty message (tombstone)")
+                asset = self._key_asset(key, key_names)
                 try:
                     body = orjson.loads(value)
                 except orjson.JSONDecodeError:
                     body = _loads_lenient(value)
                 kind = type(body)
                 if kind is dict:
-                    asset = body.get("asset")
-                    if asset is None or type(asset) is not str or not asset.strip():
-                        asset = _asset(key, asset) if asset is not None else self._key_asset(key, key_names)
+                    body_asset = body.get("asset")  # null or absent: the key names it
+                    if body_asset is not None and body_asset != asset:
+                        _check_body_asset(asset, body_asset)
                     sensor_values = body.get("values")
                     if type(sensor_values) is not dict:
                         raise InvalidMessage("missing_sensor", "no 'values' object")
@@ -215,13 +257,15 @@ class ReadingParser:
                             "wrong_length",
                             f"compact form needs [ts, {n_values} values], got {len(body)} items",
                         )
-                    asset = self._key_asset(key, key_names)
                     ts = body[0]
                     row = body[1:]
                 else:
                     raise InvalidMessage("bad_json", f"expected an object or array, got {kind.__name__}")
             except InvalidMessage as exc:
                 invalid.append((i, exc))
+                continue
+            except Exception as exc:  # a per-message failure is a dead letter, never an exit
+                invalid.append((i, InvalidMessage("bad_json", f"unreadable: {exc!r}"[:200])))
                 continue
             index.append(i)
             assets.append(asset)
@@ -235,12 +279,14 @@ class ReadingParser:
             invalid.sort(key=lambda item: item[0])
         return ParsedBatch(np.asarray(index, dtype=np.int64), assets, ts_array, matrix, invalid)
 
-    @staticmethod
-    def _key_asset(key: bytes | None, cache: dict[bytes | None, str | InvalidMessage]) -> str:
+    def _key_asset(self, key: bytes | None, cache: dict[bytes | None, str | InvalidMessage]) -> str:
         name = cache.get(key)
         if name is None:
             try:
-                name = _asset(key, None)
+                name = _key_name(key)
+                if self.allowed_assets and not any(fnmatch.fnmatchcase(name, p) for p in self.allowed_assets):
+                    detail = f"asset {name!r} is not in processing.assets"[:200]
+                    name = InvalidMessage("unknown_asset", detail)
             except InvalidMessage as exc:
                 name = exc
             cache[key] = name

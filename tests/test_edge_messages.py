@@ -37,7 +37,7 @@ def test_object_form_orders_values_like_the_bundle_and_ignores_extra_sensors(par
             "values": {"Flow": 3, "Extra": 9, "Temp": 2.5, "Pressure": 1.02},
         }
     ).encode()
-    r = parser.parse(b"ignored-key", value)
+    r = parser.parse(b"pump-7", value)
     assert r.asset == "pump-7"
     assert r.ts == T0
     np.testing.assert_array_equal(r.values, [1.02, 2.5, 3.0])
@@ -85,6 +85,16 @@ def test_null_is_a_missing_value_not_an_error(parser):
         (None, b'{"ts": 1, "values": {"Pressure": 1, "Temp": 2, "Flow": 3}}', "bad_asset"),
         (b"a", b'{"asset": 7, "ts": 1, "values": {"Pressure": 1, "Temp": 2, "Flow": 3}}', "bad_asset"),
         (b"\xff", b"[1, 1, 2, 3]", "bad_asset"),
+        (b" ", b"[1, 1, 2, 3]", "bad_asset"),
+        (None, b'{"asset": "a", "ts": 1, "values": {"Pressure": 1, "Temp": 2, "Flow": 3}}', "bad_asset"),
+        (b"a", b'{"asset": "b", "ts": 1, "values": {"Pressure": 1, "Temp": 2, "Flow": 3}}', "asset_mismatch"),
+        (b"a", b"[" * 2000 + b"]" * 2000, "bad_json"),  # the standard library's parser recurses
+        (b"a", b'{"asset": "a", "ts": ' + b"[" * 5000 + b"]" * 5000 + b"}", "bad_json"),
+        (
+            b"a",
+            b'{"ts": "0001-01-01T00:00:00+01:00", "values": {"Pressure": 1, "Temp": 2, "Flow": 3}}',
+            "bad_timestamp",
+        ),  # a year-0 time in UTC
         (b"a", b'{"ts": "yesterday", "values": {"Pressure": 1, "Temp": 2, "Flow": 3}}', "bad_timestamp"),
         (b"a", b'{"values": {"Pressure": 1, "Temp": 2, "Flow": 3}}', "bad_timestamp"),
         (b"a", b'{"ts": true, "values": {"Pressure": 1, "Temp": 2, "Flow": 3}}', "bad_timestamp"),
@@ -105,6 +115,25 @@ def test_unusable_messages_raise_with_a_reason(parser, key, value, reason):
         parser.parse(key, value)
     assert err.value.reason == reason
     assert err.value.reason in REASONS
+
+
+def test_the_key_names_the_asset_and_a_body_asset_must_agree(parser):
+    body = b'{"asset": "pump-7", "ts": 1796013000, "values": {"Pressure": 1, "Temp": 2, "Flow": 3}}'
+    assert parser.parse(b"pump-7", body).asset == "pump-7"
+    nulled = b'{"asset": null, "ts": 1796013000, "values": {"Pressure": 1, "Temp": 2, "Flow": 3}}'
+    assert parser.parse(b"pump-7", nulled).asset == "pump-7"
+    with pytest.raises(InvalidMessage, match="differs from the key") as err:
+        parser.parse(b"pump-8", body)
+    assert err.value.reason == "asset_mismatch"
+
+
+def test_an_allow_list_refuses_every_other_asset():
+    parser = ReadingParser(SENSORS, allowed_assets=["pump-*", "compressor-1"])
+    value = encode_reading_compact(T0, [1.0, 2.0, 3.0])
+    keys = [b"pump-7", b"compressor-1", b"compressor-2", b"1796013000", b"pump-7"]
+    batch = parser.parse_batch(keys, [value] * len(keys))
+    assert batch.assets == ["pump-7", "compressor-1", "pump-7"]
+    assert [(i, e.reason) for i, e in batch.invalid] == [(2, "unknown_asset"), (3, "unknown_asset")]
 
 
 def test_timestamps_are_written_like_memae_ts_score_writes_them():
