@@ -13,16 +13,27 @@ duplicates; a record that still fails after ``delivery_timeout_ms`` is fatal and
 exits to resume from the last commit. Only failed deliveries are reported back
 (``delivery.report.only.error``): a flush that leaves nothing queued and reported no error
 means every record was acknowledged.
+
+The one exception is a dead letter the dead-letter topic refuses for its size (the topic's
+``max.message.bytes`` is smaller than the input topic's, or several dead letters batched
+together exceed it). Exiting would crash-loop on the same input message and republish the
+scores before it at every restart, so the rule is: a dead letter's value is cut to fit the
+topic's limit (read at start) with a ``truncated_from_bytes`` header; one the broker still
+refuses is sent again alone with the cut value, then with headers only (the ``source_*``
+headers point at the original in the input topic); one refused even then is dropped, logged
+and counted. Every cut and every drop is counted (``memae_ts_dead_letters_truncated_total``,
+``memae_ts_dead_letters_dropped_total``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, ConfigResource
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +71,8 @@ def producer_config(client_config: dict[str, Any]) -> dict[str, Any]:
 
 # A dead letter keeps at most this much of the original value (the producer's limit is 1 MB).
 DEAD_LETTER_MAX_VALUE = 512 * 1024
+# Room left in a dead letter for its key, headers and the record batch overhead.
+_DEAD_LETTER_OVERHEAD = 2048
 
 
 class DeliveryFailed(RuntimeError):
@@ -69,6 +82,15 @@ class DeliveryFailed(RuntimeError):
         super().__init__(f"delivery to {topic!r} failed: {error}")
         self.topic = topic
         self.error = error
+
+
+class BrokerAuthFailed(RuntimeError):
+    """The broker refused our credentials or the TLS handshake failed (wrong password, CA or
+    host name): retrying cannot help until the configuration changes."""
+
+
+# librdkafka errors that mean the credentials or the TLS setup are wrong, not the network.
+_AUTH_ERRORS = frozenset({KafkaError._AUTHENTICATION, KafkaError._SSL, KafkaError.SASL_AUTHENTICATION_FAILED})
 
 
 class KafkaSink:
@@ -82,14 +104,22 @@ class KafkaSink:
         *,
         linger_ms: int = 5,
         delivery_timeout_ms: int = 120_000,
+        on_dead_letter_cut: Callable[[str], None] | None = None,
     ) -> None:
         self.topic = topic
         self.dead_letter_topic = dead_letter_topic
+        self._client = producer_config(client_config)
         self._sent = 0
         self._failures: list[DeliveryFailed] = []
+        self._refused: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
+        self.auth_error: KafkaError | None = None
+        self._limit_known = False
+        self._on_cut = on_dead_letter_cut or (lambda action: None)
+        # Largest dead-letter value sent as it is; set from the topic's max.message.bytes.
+        self.dead_letter_max_value = DEAD_LETTER_MAX_VALUE
         self.producer = Producer(
             {
-                **producer_config(client_config),
+                **self._client,
                 "acks": "all",
                 "enable.idempotence": True,
                 "linger.ms": linger_ms,
@@ -103,7 +133,11 @@ class KafkaSink:
         )
 
     def _on_delivery(self, error: KafkaError | None, message: Any) -> None:
-        if error is not None:
+        if error is None:
+            return
+        if message.topic() == self.dead_letter_topic and error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+            self._refused.append((message.key(), message.value(), list(message.headers() or [])))
+        else:
             self._failures.append(DeliveryFailed(message.topic(), error))
 
     def _on_error(self, error: KafkaError) -> None:
@@ -111,17 +145,52 @@ class KafkaSink:
         # (e.g. the idempotent producer lost its sequence) means records may be lost.
         if error.fatal():
             self._failures.append(DeliveryFailed(self.topic, error))
+        elif error.code() in _AUTH_ERRORS:
+            self.auth_error = error
+            log.error("kafka authentication or TLS failed", extra={"error": error.str()})
         else:
             log.warning("kafka producer error", extra={"error": str(error)})
 
     def warm_up(self) -> None:
         """Fetch the output topics' metadata now (auto-creating them if the broker allows),
-        so the first batch does not stall while the daemon already counts as ready."""
+        so the first batch does not stall while the daemon already counts as ready; read the
+        dead-letter topic's size limit so dead letters are cut to fit it.
+
+        Raises :class:`BrokerAuthFailed` as soon as the broker refuses the credentials or the
+        TLS handshake fails, with the broker's reason (instead of a timeout much later)."""
         for topic in (self.topic, self.dead_letter_topic):
-            try:
-                self.producer.list_topics(topic, timeout=10)
-            except KafkaException as exc:
-                log.warning("output topic not available yet", extra={"topic": topic, "error": str(exc)})
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    self.producer.list_topics(topic, timeout=1)
+                    break
+                except KafkaException as exc:
+                    if self.auth_error is not None:
+                        raise BrokerAuthFailed(self.auth_error.str()) from None
+                    if time.monotonic() >= deadline:
+                        log.warning(
+                            "output topic not available yet", extra={"topic": topic, "error": str(exc)}
+                        )
+                        break
+        self._read_dead_letter_limit()
+
+    def _read_dead_letter_limit(self) -> None:
+        limit = self._topic_max_bytes(self.dead_letter_topic)
+        self._limit_known = limit is not None
+        if limit is not None:
+            self.dead_letter_max_value = max(0, min(DEAD_LETTER_MAX_VALUE, limit - _DEAD_LETTER_OVERHEAD))
+
+    def _topic_max_bytes(self, topic: str) -> int | None:
+        """The topic's ``max.message.bytes``, or None when it cannot be read (no DescribeConfigs
+        permission: refused dead letters are then cut when the broker says so)."""
+        admin = AdminClient({**self._client, "logger": log, "error_cb": lambda error: None})
+        try:
+            resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+            configs = admin.describe_configs([resource], request_timeout=10)[resource].result(timeout=15)
+            return int(configs["max.message.bytes"].value)
+        except Exception as exc:  # any failure here only costs the proactive cut
+            log.warning("dead-letter topic size limit unknown", extra={"topic": topic, "error": repr(exc)})
+            return None
 
     def publish_many(self, keys: Sequence[bytes], values: Sequence[bytes]) -> None:
         """Score records (already encoded), in order; key = asset id."""
@@ -152,16 +221,49 @@ class KafkaSink:
             ("source_partition", str(partition).encode()),
             ("source_offset", str(offset).encode()),
         ]
+        if value is not None and len(value) > self.dead_letter_max_value:
+            self._mark_cut(headers, len(value))
+            value = value[: self.dead_letter_max_value]
         try:
             self._produce(self.dead_letter_topic, key, value, headers)
         except KafkaException as exc:
             if value is None or exc.args[0].code() != KafkaError.MSG_SIZE_TOO_LARGE:
                 raise
-            # Too large with our headers (the input was near the size limit). The original
-            # stays in the input topic, where the source_* headers point; keep what fits.
-            headers.append(("truncated_from_bytes", str(len(value)).encode()))
+            # Too large with our headers (the input was near the producer's limit). The
+            # original stays in the input topic, where the source_* headers point.
+            self._mark_cut(headers, len(value))
             self._produce(self.dead_letter_topic, key, value[:DEAD_LETTER_MAX_VALUE], headers)
         self._sent += 1
+
+    def _mark_cut(self, headers: list[tuple[str, bytes]], size: int) -> None:
+        """Record (once per dead letter) that its value was cut from ``size`` bytes."""
+        if not any(name == "truncated_from_bytes" for name, _ in headers):
+            headers.append(("truncated_from_bytes", str(size).encode()))
+            self._on_cut("truncated")
+
+    def _resend_refused(self, timeout_s: float) -> None:
+        """Dead letters the broker refused for their size, one at a time (batched together
+        they may be what was too large): with a shorter value, then headers only, then
+        dropped (see the module docstring)."""
+        refused, self._refused = self._refused, []
+        if not self._limit_known:  # e.g. the topic did not exist yet at start
+            self._read_dead_letter_limit()
+        for key, value, headers in refused:
+            shorter = [value[: min(len(value) // 2, self.dead_letter_max_value)]] if value else []
+            for attempt in [*shorter, b""]:
+                self._mark_cut(headers, len(value or b""))
+                self._produce(self.dead_letter_topic, key, attempt, headers)
+                self.producer.flush(timeout_s)
+                if not self._refused:
+                    break
+                self._refused.clear()
+            else:
+                self._on_cut("dropped")
+                where = {k: v.decode("utf-8", "replace") for k, v in headers}
+                log.error(
+                    "dead letter refused by the dead-letter topic even without its value; dropped",
+                    extra={"topic": self.dead_letter_topic, "headers": where},
+                )
 
     def _produce(
         self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]] | None
@@ -181,6 +283,9 @@ class KafkaSink:
         deadline = time.monotonic() + timeout_s
         while True:
             remaining = self.producer.flush(max(0.1, min(5.0, deadline - time.monotonic())))
+            if self._refused:
+                self._resend_refused(max(1.0, deadline - time.monotonic()))
+                continue
             if self._failures:
                 failure, self._failures = self._failures[0], []
                 raise failure

@@ -7,6 +7,18 @@ still needed to rebuild the window buffers (``rebuild_from``). When a partition 
 between it and the committed offset are *history*: they refill buffers but are not scored
 again. So no score is missing after a restart and none is duplicated unless the process died
 between acknowledging scores and committing (at-least-once).
+
+The rewind is bounded by ``max_rewind_messages`` (and by what log retention kept): that bounds
+the time a restart spends re-reading. An asset whose window reaches further back (a slow asset
+sharing a partition with busy ones) then starts a new warm-up and loses up to window - 1
+scores; every such rewind is logged with how far it fell short and reported to
+``on_truncated`` (a metric), and the processor exports each partition's rebuild span so an
+operator sees it coming and can raise the bound.
+
+Why cooperative-sticky assignment and static membership: with the eager protocol every member
+gives up every partition at every rebalance and rebuilds all its windows; cooperative-sticky
+moves only the partitions that change owner, and a static member (``group_instance_id``) that
+restarts within the session timeout gets its partitions back with no rebalance at all.
 """
 
 from __future__ import annotations
@@ -19,12 +31,21 @@ from typing import Any
 import numpy as np
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
+from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
+from kafka.coordinator.assignors.range import RangePartitionAssignor
+from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 log = logging.getLogger(__name__)
 
 _META_PREFIX = "memae-ts:rebuild_from="
+
+ASSIGNORS: dict[str, Any] = {
+    "cooperative-sticky": CooperativeStickyAssignor,
+    "range": RangePartitionAssignor,
+    "roundrobin": RoundRobinPartitionAssignor,
+}
 
 
 def encode_metadata(rebuild_from: int) -> str:
@@ -54,20 +75,27 @@ class KafkaSource:
         max_rewind_messages: int = 100_000,
         session_timeout_ms: int = 10_000,
         commit_timeout_s: float = 15.0,
+        partition_assignment: str = "cooperative-sticky",
+        group_instance_id: str = "",
         on_revoked: Callable[[set[int]], None] | None = None,
         on_assigned: Callable[[set[int]], None] | None = None,
+        on_rewound: Callable[[int, int, int, int], None] | None = None,
     ) -> None:
         self.topic = topic
         self.max_rewind_messages = max_rewind_messages
         self.commit_timeout_s = commit_timeout_s
         self.replay_until: dict[int, int] = {}
         self.assigned: set[int] = set()
+        self.has_joined = False
         self._to_rewind: set[int] = set()
         self._on_revoked = on_revoked
         self._on_assigned = on_assigned
+        self._on_rewound = on_rewound
         self.consumer = KafkaConsumer(
             **client_config,
             group_id=group_id,
+            group_instance_id=group_instance_id or None,
+            partition_assignment_strategy=[ASSIGNORS[partition_assignment]],
             enable_auto_commit=False,
             auto_offset_reset=auto_offset_reset,
             max_poll_records=batch_size,
@@ -94,6 +122,11 @@ class KafkaSource:
         for tp in sorted(batches, key=lambda t: t.partition):
             records.extend(batches[tp])
         return records
+
+    def joined(self) -> bool:
+        """True once the member has joined its group, with or without partitions (under the
+        cooperative protocol a member given none hears no assignment callback at all)."""
+        return self.has_joined or self.consumer.group_metadata().generation_id > 0
 
     def history_mask(self, partitions: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         """True for readings re-read only to rebuild buffers (they were scored before)."""
@@ -143,11 +176,12 @@ class KafkaSource:
             if committed is None or committed.offset is None or committed.offset < 0:
                 self.replay_until.pop(tp.partition, None)
                 continue
-            start = decode_metadata(committed.metadata)
-            if start is None:
-                start = committed.offset
-            start = max(start, committed.offset - self.max_rewind_messages, beginning[tp])
-            start = min(start, committed.offset)
+            wanted = decode_metadata(committed.metadata)
+            if wanted is None:
+                wanted = committed.offset
+            wanted = min(wanted, committed.offset)
+            floor = max(committed.offset - self.max_rewind_messages, beginning[tp])
+            start = min(max(wanted, floor), committed.offset)
             self.consumer.seek(tp, start)
             self.replay_until[tp.partition] = committed.offset
             log.info(
@@ -158,6 +192,20 @@ class KafkaSource:
                     "rebuild_from": start,
                 },
             )
+            if start > wanted:
+                # Assets whose windows reach back before `start` start a new warm-up.
+                log.warning(
+                    "rebuild truncated: windows reaching further back start a new warm-up",
+                    extra={
+                        "partition": tp.partition,
+                        "rebuild_point": wanted,
+                        "rebuild_from": start,
+                        "messages_not_reread": start - wanted,
+                        "cause": "log retention" if start == beginning[tp] else "max_rewind_messages",
+                    },
+                )
+            if self._on_rewound is not None:
+                self._on_rewound(tp.partition, committed.offset, start, wanted)
 
     def lags(self, next_offsets: dict[int, int]) -> dict[int, int]:
         """Messages behind the partition end, from the last fetch's high watermark."""
@@ -190,6 +238,11 @@ class _Listener(ConsumerRebalanceListener):
     rewound them.
     """
 
+    def on_partitions_lost(self, lost: list[TopicPartition]) -> None:
+        # Evicted from the group (session expired): the same as a revocation for us; the
+        # commit of their offsets would fail anyway, and the new owner re-reads them.
+        self.on_partitions_revoked(lost)
+
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         parts = {tp.partition for tp in revoked}
         if self.source._on_revoked is not None and parts:
@@ -201,6 +254,7 @@ class _Listener(ConsumerRebalanceListener):
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         parts = {tp.partition for tp in assigned}
+        self.source.has_joined = True
         self.source.assigned |= parts
         if assigned:
             self.source.consumer.pause(*assigned)

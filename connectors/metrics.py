@@ -186,6 +186,58 @@ class EdgeMetrics:
         self.ready = Gauge(
             "memae_ts_ready", "1 when the daemon has a model and a working consumer.", registry=r
         )
+        self.loop_heartbeat = Gauge(
+            "memae_ts_loop_timestamp_seconds",
+            "Unix time at which the processing loop last completed a poll (idle or not).",
+            registry=r,
+        )
+        self.broker_up = Gauge(
+            "memae_ts_broker_up",
+            "1 when the broker answered the last end-offset request of the lag monitor.",
+            registry=r,
+        )
+        self.lag_updated = Gauge(
+            "memae_ts_consumer_lag_timestamp_seconds",
+            "Unix time at which the lag was last measured (the lag monitor runs beside the loop).",
+            registry=r,
+        )
+        self.rebuilds = Counter(
+            "memae_ts_rebuilds",
+            "Partitions rewound to their rebuild point (assignment, restart, model change).",
+            registry=r,
+        )
+        self.rebuild_readings = Counter(
+            "memae_ts_rebuild_readings",
+            "Readings re-read only to rebuild windows (scored before).",
+            registry=r,
+        )
+        self.rebuild_truncated = Counter(
+            "memae_ts_rebuild_truncated",
+            "Rewinds that could not go back to the rebuild point (max_rewind_messages or log "
+            "retention): assets whose windows reach further back start a new warm-up.",
+            registry=r,
+        )
+        self.rebuild_span = Gauge(
+            "memae_ts_rebuild_span_messages",
+            "Messages a rewind of the partition would re-read now (committed offset minus rebuild "
+            "point); above max_rewind_messages a restart loses warm-ups.",
+            ["partition"],
+            registry=r,
+        )
+        self.dead_letters_truncated = Counter(
+            "memae_ts_dead_letters_truncated",
+            "Dead letters whose value was cut to fit the dead-letter topic.",
+            registry=r,
+        )
+        self.dead_letters_dropped = Counter(
+            "memae_ts_dead_letters_dropped",
+            "Dead letters the dead-letter topic refused even without their value (dropped, logged).",
+            registry=r,
+        )
+
+    def dead_letter_cut(self, action: str) -> None:
+        """Count a dead letter ``truncated`` or ``dropped`` by the sink (see KafkaSink)."""
+        (self.dead_letters_truncated if action == "truncated" else self.dead_letters_dropped).inc()
 
     def set_model(self, version: str, sensors: Iterable[str], window: int, engine: str) -> None:
         self.model_info.info(
@@ -219,10 +271,16 @@ class EdgeMetrics:
                 except KeyError:
                     pass
 
+    def set_rebuild_span(self, spans: dict[int, int]) -> None:
+        for partition, span in spans.items():
+            self.rebuild_span.labels(partition=str(partition)).set(span)
+
     def forget_partitions(self, partitions: Iterable[int]) -> None:
-        """Drop lag series of revoked partitions so sum() only counts what this daemon owns."""
+        """Drop per-partition series of revoked partitions so sum() only counts what this
+        daemon owns."""
         for p in partitions:
-            try:
-                self.lag.remove(str(p))
-            except KeyError:
-                pass
+            for metric in (self.lag, self.rebuild_span):
+                try:
+                    metric.remove(str(p))
+                except KeyError:
+                    pass

@@ -74,6 +74,7 @@ class ProcessingConfig:
     poll_timeout_ms: int = 200
     flush_timeout_s: float = 60.0
     score_chunk: int = 1024  # readings per slice of a poll; one engine call per slice
+    allowed_assets: tuple[str, ...] = ()  # names or shell patterns; empty: every asset
 
 
 @dataclass
@@ -113,16 +114,19 @@ class StreamProcessor:
         self.model = model
         self._pending = _Pending()
         self._lags_seen: dict[int, int] = {}
+        # Per assigned partition, the next offset to process live (read by the lag monitor
+        # thread: replaced, never mutated in place, so a reader sees a whole dict).
+        self.positions: dict[int, int] = {}
         self.engine_seconds = 0.0
         self._engine_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
         self._keys: dict[str, bytes] = {}
         self._install(model)
         # The source calls back into us on rebalance, so it is built last.
-        self.source: KafkaSource = source_factory(self._on_revoked, self._on_assigned)
+        self.source: KafkaSource = source_factory(self._on_revoked, self._on_assigned, self._on_rewound)
 
     def _install(self, model: ServedModel) -> None:
         self.model = model
-        self.parser = ReadingParser(model.sensors)
+        self.parser = ReadingParser(model.sensors, self.config.allowed_assets)
         self.buffers: WindowBuffers | ResampledBuffers
         if model.resample is not None:
             self.buffers = ResampledBuffers(
@@ -195,6 +199,9 @@ class StreamProcessor:
         offsets = np.fromiter((r.offset for r in records), np.int64, n)
         history = self.source.history_mask(partitions, offsets)
         invalid = parsed.invalid
+        rebuilt = int(history.sum())
+        if rebuilt:
+            self.metrics.rebuild_readings.inc(rebuilt)
 
         by_asset: dict[str, list[int]] = {}
         for j, asset in enumerate(parsed.assets):
@@ -239,6 +246,7 @@ class StreamProcessor:
             return
         for p in np.unique(partitions).tolist():
             self._pending.next_offsets[p] = int(offsets[partitions == p].max()) + 1
+        self.positions = {**self.positions, **self._pending.next_offsets}
         self._pending.readings += len(partitions)
         self.metrics.readings.inc(len(partitions))
         self.metrics.readings_in_progress.set(self._pending.readings)
@@ -288,7 +296,11 @@ class StreamProcessor:
         if pending.produced_ms:
             produced = np.concatenate(pending.produced_ms) / 1000.0
             self.metrics.end_to_end.observe_many(np.maximum(0.0, now - produced))
-        committed = self.source.commit(pending.next_offsets, self.buffers.rebuild_offsets(self._stale_after))
+        rebuild_from = self.buffers.rebuild_offsets(self._stale_after)
+        committed = self.source.commit(pending.next_offsets, rebuild_from)
+        self.metrics.set_rebuild_span(
+            {p: off - min(off, rebuild_from.get(p, off)) for p, off in pending.next_offsets.items()}
+        )
         self.metrics.scores_published.inc(sum(len(p) for p in pending.produced_ms))
         self.metrics.readings_in_progress.set(0)
         self._lags_seen.update(pending.next_offsets)
@@ -316,10 +328,18 @@ class StreamProcessor:
         self.buffers.drop_partitions(partitions)
         for p in partitions:
             self._lags_seen.pop(p, None)
+        self.positions = {p: off for p, off in self.positions.items() if p not in partitions}
         self.metrics.forget_partitions(partitions)
 
     def _on_assigned(self, partitions: set[int]) -> None:
         log.info("partitions assigned", extra={"partitions": sorted(partitions)})
+
+    def _on_rewound(self, partition: int, committed: int, start: int, wanted: int) -> None:
+        """A partition was sought back to rebuild its windows (see KafkaSource.rewind)."""
+        self.metrics.rebuilds.inc()
+        if start > wanted:
+            self.metrics.rebuild_truncated.inc()
+        self.positions = {**self.positions, partition: committed}
 
     def swap_model(self, model: ServedModel) -> None:
         """Serve ``model`` from the next batch on. Buffers are kept when the windowing is the

@@ -78,13 +78,15 @@ def run_edge(args: argparse.Namespace) -> int:
         return 0
     from kafka.errors import KafkaError
 
+    from edge.daemon import EXIT_BROKER
+
     daemon = EdgeDaemon(config)
     daemon.install_signal_handlers()
     try:
         return daemon.run()
     except KafkaError as exc:  # e.g. no broker reachable at start: let the supervisor retry
         log.error("kafka unavailable; exiting", extra={"error": repr(exc)})
-        return 1
+        return EXIT_BROKER
 
 
 def run_replay(args: argparse.Namespace) -> int:

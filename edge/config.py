@@ -1,15 +1,22 @@
 """Edge daemon configuration: a TOML file, then environment overrides.
 
-Why environment overrides: the same file ships to every gateway while secrets (SASL password)
-and per-host values (client id, broker list) come from the systemd ``EnvironmentFile``.
+Why environment overrides: the same file ships to every gateway while per-host values (client
+id, broker list, static group member id) come from the systemd unit or its ``EnvironmentFile``.
 Every key ``key`` of section ``[sec]`` is overridden by ``MEMAE_TS_<SEC>_<KEY>`` (upper case),
 e.g. ``MEMAE_TS_KAFKA_BROKERS=10.0.0.5:9092,10.0.0.6:9092``.
+
+Why secrets from files: a password in the TOML (or in the environment, which every process of
+the user can read in /proc) ends up in backups and support bundles. ``sasl_plain_password_file``
+and ``ssl_password_file`` name a file holding it (one line); a relative name is looked up in
+``$CREDENTIALS_DIRECTORY``, where systemd's ``LoadCredential=`` puts it readable only by the
+service. The inline keys and their environment variables still work; setting both is an error.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -41,15 +48,25 @@ class KafkaSection:
     auto_offset_reset: str = "earliest"
     session_timeout_ms: int = 10_000
     request_timeout_ms: int = 30_000
+    # How partitions move when members join or leave: "cooperative-sticky" moves only the
+    # partitions that must move; "range" is the eager protocol of older daemons (every member
+    # gives up everything at every rebalance). One group must use one of them.
+    partition_assignment: str = "cooperative-sticky"
+    # Static membership: a member that comes back with the same id within session_timeout_ms
+    # gets its partitions back without a rebalance (a restart moves nothing). Unique per
+    # daemon in the group; the systemd unit sets it to the host name. Empty: dynamic member.
+    group_instance_id: str = ""
     # Security, passed to kafka-python unchanged (empty = not set).
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str = ""
     sasl_plain_username: str = ""
     sasl_plain_password: str = ""
+    sasl_plain_password_file: str = ""
     ssl_cafile: str = ""
     ssl_certfile: str = ""
     ssl_keyfile: str = ""
     ssl_password: str = ""
+    ssl_password_file: str = ""
     ssl_check_hostname: bool = True
 
     def client_config(self) -> dict[str, Any]:
@@ -77,6 +94,28 @@ class KafkaSection:
         return cfg
 
 
+def read_secret(key: str, path: str, env: Mapping[str, str]) -> str:
+    """The secret in ``path`` (a relative path: in ``$CREDENTIALS_DIRECTORY``), without the
+    line end; a missing or empty file is a :class:`ConfigError` naming the key."""
+    file = Path(path)
+    if not file.is_absolute():
+        creds = env.get("CREDENTIALS_DIRECTORY")
+        if not creds:
+            raise ConfigError(
+                f"{key}: {path!r} is relative but CREDENTIALS_DIRECTORY is not set "
+                "(systemd LoadCredential=); give an absolute path"
+            )
+        file = Path(creds) / file
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{key}: cannot read {file}: {exc.__class__.__name__}: {exc}") from None
+    secret = text.rstrip("\r\n")
+    if not secret:
+        raise ConfigError(f"{key}: {file} is empty")
+    return secret
+
+
 @dataclass
 class ModelSection:
     path: str = "/var/lib/memae-ts/model"
@@ -94,12 +133,19 @@ class ProcessingSection:
     max_assets: int = ProcessingConfig.max_assets
     max_rewind_messages: int = 100_000
     flush_timeout_seconds: float = ProcessingConfig.flush_timeout_s
+    # Asset ids (or shell patterns such as "pump-*") accepted; others are dead letters
+    # (unknown_asset). Empty: every asset.
+    assets: list[str] = field(default_factory=list)
 
 
 @dataclass
 class HttpSection:
     host: str = "127.0.0.1"
     port: int = 9108
+    max_connections: int = 64  # open at once; more are closed at once (idle ones cost no thread)
+    timeout_seconds: float = 5.0  # to send a request; an idle or slow client is dropped after it
+    # /readyz answers 503 when the broker has not answered for this long.
+    broker_timeout_seconds: float = 30.0
 
 
 @dataclass
@@ -148,7 +194,19 @@ class EdgeConfig:
                 if env_key in env:
                     setattr(section, key, _coerce(env_key, env[env_key], getattr(section, key)))
         config.validate()
+        config.load_secrets(env)
         return config
+
+    def load_secrets(self, env: Mapping[str, str]) -> None:
+        """Read ``*_file`` secrets into their keys (module docstring)."""
+        k = self.kafka
+        for key in ("sasl_plain_password", "ssl_password"):
+            path = getattr(k, f"{key}_file")
+            if not path:
+                continue
+            if getattr(k, key):
+                raise ConfigError(f"kafka.{key} and kafka.{key}_file are both set; keep one")
+            setattr(k, key, read_secret(f"kafka.{key}_file", path, env))
 
     def validate(self) -> None:
         if not self.kafka.brokers:
@@ -161,6 +219,21 @@ class EdgeConfig:
             raise ConfigError("model.threads must be >= 1")
         if not 0 <= self.http.port < 65536:
             raise ConfigError("http.port out of range")
+        if self.http.max_connections < 1 or self.http.timeout_seconds <= 0:
+            raise ConfigError("http.max_connections and http.timeout_seconds must be positive")
+        if self.kafka.partition_assignment not in ("cooperative-sticky", "range", "roundrobin"):
+            raise ConfigError(
+                "kafka.partition_assignment must be 'cooperative-sticky', 'range' or 'roundrobin'"
+            )
+        instance = self.kafka.group_instance_id
+        if instance and (
+            len(instance) > 249 or instance in (".", "..") or not re.fullmatch(r"[A-Za-z0-9._-]+", instance)
+        ):
+            raise ConfigError(
+                f"kafka.group_instance_id {instance!r}: up to 249 of A-Z a-z 0-9 . _ - (not '.' or '..')"
+            )
+        if self.processing.flush_timeout_seconds <= 0:
+            raise ConfigError("processing.flush_timeout_seconds must be positive")
 
 
 def _coerce(name: str, raw: Any, default: Any) -> Any:

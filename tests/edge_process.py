@@ -81,28 +81,35 @@ class EdgeProcess:
         batch_size: int = 200,
         client_id: str = "edge-test",
         extra_env: dict[str, str] | None = None,
+        config: dict[str, dict[str, Any]] | None = None,
     ) -> None:
+        """``config``: more keys per section (``{"kafka": {"group_instance_id": "a"}}``),
+        overriding the ones written here."""
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.config = self.workdir / "edge.toml"
+        sections: dict[str, dict[str, Any]] = {
+            "kafka": {
+                "brokers": [bootstrap],
+                "input_topic": input_topic,
+                "output_topic": output_topic,
+                "dead_letter_topic": dead_letter_topic,
+                "group_id": group,
+                "client_id": client_id,
+                "session_timeout_ms": 6000,
+            },
+            "model": {"path": str(model)},
+            "processing": {"batch_size": batch_size, "poll_timeout_ms": 100},
+            "http": {"host": "127.0.0.1", "port": self.port},
+        }
+        for name, values in (config or {}).items():
+            sections.setdefault(name, {}).update(values)
         self.config.write_text(
-            "[kafka]\n"
-            f'brokers = ["{bootstrap}"]\n'
-            f'input_topic = "{input_topic}"\n'
-            f'output_topic = "{output_topic}"\n'
-            f'dead_letter_topic = "{dead_letter_topic}"\n'
-            f'group_id = "{group}"\n'
-            f'client_id = "{client_id}"\n'
-            "session_timeout_ms = 6000\n"
-            "[model]\n"
-            f'path = "{model}"\n'
-            "[processing]\n"
-            f"batch_size = {batch_size}\n"
-            "poll_timeout_ms = 100\n"
-            "[http]\n"
-            'host = "127.0.0.1"\n'
-            f"port = {self.port}\n"
+            "".join(
+                f"[{name}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items())
+                for name, values in sections.items()
+            )
         )
         self.env = {**os.environ, **(extra_env or {})}
         self.log = self.workdir / "edge.log"
@@ -135,17 +142,20 @@ class EdgeProcess:
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
+        last = "no answer"
         while time.monotonic() < deadline:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise RuntimeError(f"edge daemon exited {self.proc.returncode}:\n{self.logs()}")
             try:
-                if self.get("/readyz")[0] == 200:
+                code, body = self.get("/readyz")
+                if code == 200:
                     return
-            except OSError:
-                pass
+                last = body.decode(errors="replace")
+            except OSError as exc:
+                last = repr(exc)
             time.sleep(0.1)
-        raise TimeoutError(f"edge daemon not ready in {timeout}s:\n{self.logs()}")
+        raise TimeoutError(f"edge daemon not ready in {timeout}s ({last}):\n{self.logs()}")
 
     def metrics(self) -> str:
         return self.get("/metrics")[1].decode()
@@ -175,6 +185,17 @@ class EdgeProcess:
 
     def logs(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def wait_event(self, msg: str, where: Any = None, timeout: float = 30.0) -> dict[str, Any]:
+        """The first log event ``msg`` (for which ``where(event)`` holds), waiting for it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for event in self.log_events():
+                if event.get("msg") == msg and (where is None or where(event)):
+                    return event
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no log event {msg!r} in {timeout}s:\n{self.logs()[-3000:]}")
+            time.sleep(0.1)
 
     def log_events(self) -> list[dict[str, Any]]:
         events = []

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -71,16 +72,81 @@ Configuration:
 """
 
 
-class KafkaBroker:
-    """One KRaft node (broker + controller). ``start``/``stop``/``restart`` keep ports and data."""
+@dataclass(frozen=True)
+class SecuredListener:
+    """A SASL_SSL listener with SCRAM-SHA-512 users and a certificate from a private CA.
 
-    def __init__(self, workdir: Path, *, partitions: int = 1) -> None:
+    ``bootstrap`` names the broker as ``localhost`` (the name in its certificate), so clients
+    that verify host names connect to it as production clients would.
+    """
+
+    port: int
+    ca_file: Path  # the private CA's certificate: what a client trusts
+    users: dict[str, str]  # SCRAM-SHA-512 user -> password
+
+    @property
+    def bootstrap(self) -> str:
+        return f"localhost:{self.port}"
+
+
+def make_ca_and_server_cert(directory: Path, hosts: tuple[str, ...] = ("localhost",)) -> tuple[Path, Path]:
+    """A private CA and a server certificate for ``hosts`` signed by it (openssl, 2 s).
+
+    Returns (CA certificate, server PEM with its unencrypted key and certificate chain)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key, ca_cert = directory / "ca.key", directory / "ca.pem"
+    key, csr, cert = directory / "server.key", directory / "server.csr", directory / "server.crt"
+    ext = directory / "san.ext"
+    ext.write_text("subjectAltName=" + ",".join(f"DNS:{h}" for h in hosts) + "\n")
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key), "-out", str(ca_cert),
+            "-days", "2", "-subj", "/CN=memae-ts test CA")  # fmt: skip
+    openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        str(key),
+        "-out",
+        str(csr),
+        "-subj",
+        f"/CN={hosts[0]}",
+    )
+    openssl("x509", "-req", "-in", str(csr), "-CA", str(ca_cert), "-CAkey", str(ca_key), "-CAcreateserial",
+            "-out", str(cert), "-days", "2", "-extfile", str(ext))  # fmt: skip
+    pkcs8 = directory / "server.pk8"
+    openssl("pkcs8", "-topk8", "-nocrypt", "-in", str(key), "-out", str(pkcs8))
+    server = directory / "server.pem"
+    server.write_text(pkcs8.read_text() + cert.read_text() + ca_cert.read_text())
+    return ca_cert, server
+
+
+class KafkaBroker:
+    """One KRaft node (broker + controller). ``start``/``stop``/``restart`` keep ports and data.
+
+    With ``secured=True`` it also has a SASL_SSL listener (``self.secured``) whose users are
+    created when the storage is formatted; the PLAINTEXT listener stays for the tests' own
+    producers and readers.
+    """
+
+    def __init__(self, workdir: Path, *, partitions: int = 1, secured: bool = False) -> None:
         self.workdir = Path(workdir)
         self.port = free_port()
         self.controller_port = free_port()
         self.partitions = partitions
         self.proc: subprocess.Popen[bytes] | None = None
         self._formatted = False
+        self.secured: SecuredListener | None = None
+        self._server_pem: Path | None = None
+        if secured:
+            ca, self._server_pem = make_ca_and_server_cert(self.workdir / "tls")
+            self.secured = SecuredListener(
+                free_port(), ca, {"memae-ts-edge": "edge-" + uuid.uuid4().hex[:12]}
+            )
 
     @property
     def bootstrap(self) -> str:
@@ -93,9 +159,7 @@ class KafkaBroker:
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
-            "listeners": (
-                f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}"
-            ),
+            "listeners": (f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}"),
             "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
@@ -112,11 +176,20 @@ class KafkaBroker:
             "group.initial.rebalance.delay.ms": "0",
             "log.flush.interval.messages": "1000000",
         }
+        if self.secured is not None:
+            sp = self.secured.port
+            props["listeners"] += f",SASL_SSL://127.0.0.1:{sp}"
+            props["advertised.listeners"] += f",SASL_SSL://localhost:{sp}"
+            props["listener.security.protocol.map"] += ",SASL_SSL:SASL_SSL"
+            props["sasl.enabled.mechanisms"] = "SCRAM-SHA-512"
+            props["listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config"] = (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+            )
+            props["listener.name.sasl_ssl.ssl.keystore.type"] = "PEM"
+            props["listener.name.sasl_ssl.ssl.keystore.location"] = str(self._server_pem)
         path = self.workdir / "server.properties"
         path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
-        (self.workdir / "log4j2.yaml").write_text(
-            _LOG4J2.format(log=self.workdir / "broker.log")
-        )
+        (self.workdir / "log4j2.yaml").write_text(_LOG4J2.format(log=self.workdir / "broker.log"))
         return path
 
     def _java(self, main: str, *args: str) -> list[str]:
@@ -138,8 +211,11 @@ class KafkaBroker:
         cluster_id = "-"
         while not cluster_id[0].isalnum():  # one starting with "-" would parse as an option
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        scram: list[str] = []
+        for user, password in (self.secured.users if self.secured else {}).items():
+            scram += ["--add-scram", f"SCRAM-SHA-512=[name={user},password={password}]"]
         out = subprocess.run(
-            self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)),
+            self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config), *scram),
             capture_output=True,
             text=True,
             timeout=120,
@@ -173,9 +249,7 @@ class KafkaBroker:
                 raise RuntimeError(f"Kafka broker exited early; see {self.workdir}/stdout.log")
             if port_open(self.port):
                 try:
-                    admin = KafkaAdminClient(
-                        bootstrap_servers=self.bootstrap, request_timeout_ms=5000
-                    )
+                    admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=5000)
                     try:
                         admin.describe_cluster()
                     finally:
@@ -203,13 +277,20 @@ class KafkaBroker:
         self.stop()
         self.start()
 
-    def create_topic(self, name: str, partitions: int = 1) -> str:
+    def kill(self) -> None:
+        """SIGKILL (a power cut): no controlled shutdown; ``start`` recovers the logs."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(30)
+            self.proc = None
+
+    def create_topic(self, name: str, partitions: int = 1, configs: dict[str, str] | None = None) -> str:
         from kafka import KafkaAdminClient
         from kafka.admin import NewTopic
 
         admin = KafkaAdminClient(bootstrap_servers=self.bootstrap)
         try:
-            admin.create_topics([NewTopic(name, partitions, 1)])
+            admin.create_topics([NewTopic(name, partitions, 1, topic_configs=configs or {})])
         finally:
             admin.close()
         # Creation returns before every listener serves the metadata; a consumer that joins

@@ -40,8 +40,11 @@ def test_file_values_then_environment_overrides(tmp_path):
 
 def test_security_settings_reach_the_kafka_client_unchanged(tmp_path):
     cfg = EdgeConfig.load(
-        write(tmp_path, '[kafka]\nsecurity_protocol = "SASL_SSL"\nsasl_mechanism = "SCRAM-SHA-512"\n'
-              'sasl_plain_username = "edge"\nssl_cafile = "/etc/ca.pem"\n'),
+        write(
+            tmp_path,
+            '[kafka]\nsecurity_protocol = "SASL_SSL"\nsasl_mechanism = "SCRAM-SHA-512"\n'
+            'sasl_plain_username = "edge"\nssl_cafile = "/etc/ca.pem"\n',
+        ),
         {"MEMAE_TS_KAFKA_SASL_PLAIN_PASSWORD": "s3cret"},
     )
     client = cfg.kafka.client_config()
@@ -78,10 +81,47 @@ def test_bad_configuration_names_the_key(tmp_path, text, env, message):
         EdgeConfig.load(write(tmp_path, text), env)
 
 
-def test_the_shipped_example_config_loads():
-    cfg = EdgeConfig.load(EXAMPLE, {})
+def test_the_shipped_example_config_loads_with_its_password_from_a_systemd_credential(tmp_path):
+    (tmp_path / "kafka-password").write_text("s3cret\n")  # what LoadCredential= provides
+    cfg = EdgeConfig.load(EXAMPLE, {"CREDENTIALS_DIRECTORY": str(tmp_path)})
     assert cfg.kafka.security_protocol == "SASL_SSL"
+    assert cfg.kafka.client_config()["sasl_plain_password"] == "s3cret"
+    assert cfg.kafka.partition_assignment == "cooperative-sticky"
     assert cfg.http.port == 9108
+    assert cfg.http.host == "127.0.0.1"  # never every interface by default
+    with pytest.raises(ConfigError, match="CREDENTIALS_DIRECTORY"):
+        EdgeConfig.load(EXAMPLE, {})
+
+
+def test_secrets_come_from_files_never_required_in_the_toml(tmp_path):
+    secret = tmp_path / "pw"
+    secret.write_text("from-file\n")
+    text = f'[kafka]\nsasl_plain_password_file = "{secret}"\n'
+    assert EdgeConfig.load(write(tmp_path, text), {}).kafka.sasl_plain_password == "from-file"
+    env = {"MEMAE_TS_KAFKA_SSL_PASSWORD_FILE": str(secret)}
+    assert EdgeConfig.load(None, env).kafka.ssl_password == "from-file"
+    inline = EdgeConfig.load(None, {"MEMAE_TS_KAFKA_SASL_PLAIN_PASSWORD": "env"})
+    assert inline.kafka.sasl_plain_password == "env"
+    with pytest.raises(ConfigError, match="both set"):
+        EdgeConfig.load(write(tmp_path, text + 'sasl_plain_password = "inline"\n'), {})
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(ConfigError, match="is empty"):
+        EdgeConfig.load(None, {"MEMAE_TS_KAFKA_SASL_PLAIN_PASSWORD_FILE": str(tmp_path / "empty")})
+    with pytest.raises(ConfigError, match="cannot read"):
+        EdgeConfig.load(None, {"MEMAE_TS_KAFKA_SASL_PLAIN_PASSWORD_FILE": str(tmp_path / "missing")})
+    client = EdgeConfig.load(write(tmp_path, text), {}).kafka.client_config()
+    assert not any(k.endswith("_file") for k in client)  # the file names are ours, not Kafka's
+
+
+def test_group_membership_settings_are_checked(tmp_path):
+    cfg = EdgeConfig.load(None, {"MEMAE_TS_KAFKA_GROUP_INSTANCE_ID": "gateway-3.plant"})
+    assert cfg.kafka.group_instance_id == "gateway-3.plant"
+    with pytest.raises(ConfigError, match="group_instance_id"):
+        EdgeConfig.load(None, {"MEMAE_TS_KAFKA_GROUP_INSTANCE_ID": "gateway 3"})
+    with pytest.raises(ConfigError, match="partition_assignment"):
+        EdgeConfig.load(write(tmp_path, '[kafka]\npartition_assignment = "sticky-ish"\n'), {})
+    assets = EdgeConfig.load(None, {"MEMAE_TS_PROCESSING_ASSETS": "pump-*, fan-2"}).processing.assets
+    assert assets == ["pump-*", "fan-2"]
 
 
 def test_the_producer_gets_the_same_security_settings_in_librdkafka_names(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -43,7 +44,9 @@ def test_promtool_checks_the_alert_rules(promtool_bin):
 def test_promtool_unit_tests_of_the_alert_rules(promtool_bin):
     out = subprocess.run(
         [str(promtool_bin), "test", "rules", "memae-ts-alerts.test.yml"],
-        cwd=RULES.parent, capture_output=True, text=True,
+        cwd=RULES.parent,
+        capture_output=True,
+        text=True,
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "SUCCESS" in out.stdout
@@ -79,3 +82,63 @@ def test_grafana_alerts_mirror_the_prometheus_alerts():
         assert rule["condition"] in refs
         queries = [d["model"]["expr"] for d in rule["data"] if d["datasourceUid"] != "__expr__"]
         assert queries and all(metric_names(q) <= exported for q in queries), rule["title"]
+
+
+UNIT = DEPLOY / "systemd" / "memae-ts-edge.service"
+
+
+def unit_settings() -> dict[str, list[str]]:
+    settings: dict[str, list[str]] = {}
+    for line in UNIT.read_text().splitlines():
+        if "=" in line and not line.startswith(("#", "[")):
+            key, _, value = line.partition("=")
+            settings.setdefault(key.strip(), []).append(value.strip())
+    return settings
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+def test_systemd_analyze_rates_the_unit_at_most_2_0():
+    """The shipped unit as `systemd-analyze security` sees it (exposure 0 = locked down, 10 =
+    exposed); the unit before issue #14 rated 8.5 "EXPOSED"."""
+    out = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", "--threshold=20", str(UNIT)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    exposure = re.search(r"Overall exposure level for \S+: ([\d.]+)", out.stdout)
+    assert exposure is not None, out.stdout + out.stderr
+    assert float(exposure.group(1)) <= 2.0 and out.returncode == 0, out.stdout
+
+
+def seconds(value: str) -> float:
+    units = {"s": 1, "min": 60, "ms": 0.001}
+    match = re.fullmatch(r"(\d+)(s|min|ms)?", value)
+    assert match, value
+    return int(match.group(1)) * units[match.group(2) or "s"]
+
+
+def test_the_unit_outlasts_the_flush_and_keeps_secrets_out_of_the_config():
+    from edge.config import EdgeConfig
+
+    unit = unit_settings()
+    processing = EdgeConfig.load(None, {}).processing
+    # A stop during a broker outage may wait for the flush and then the commit (15 s).
+    assert seconds(unit["TimeoutStopSec"][0]) > processing.flush_timeout_seconds + 15
+    assert seconds(unit["WatchdogSec"][0]) > processing.flush_timeout_seconds + 15
+    assert unit["Type"] == ["notify"]
+    assert unit["DynamicUser"] == ["yes"] and unit["ProtectSystem"] == ["strict"]
+    assert unit["NoNewPrivileges"] == ["yes"] and unit["CapabilityBoundingSet"] == [""]
+    assert "TasksMax" in unit and "SystemCallFilter" in unit
+    # The credential the unit loads is the file the example config reads the password from.
+    (credential,) = unit["LoadCredential"]
+    example = (DEPLOY / "edge.example.toml").read_text()
+    name = credential.split(":", 1)[0]
+    assert re.search(rf'^sasl_plain_password_file = "{re.escape(name)}"', example, re.M)
+    assert not re.search(r"^sasl_plain_password = ", example, re.M)
+    assert "MEMAE_TS_KAFKA_GROUP_INSTANCE_ID=%H" in unit["Environment"]
+
+
+def test_examples_bind_the_endpoint_to_loopback():
+    from edge.config import EdgeConfig
+
+    assert EdgeConfig.load(None, {}).http.host == "127.0.0.1"
+    assert re.search(r'^host = "127\.0\.0\.1"', (DEPLOY / "edge.example.toml").read_text(), re.M)

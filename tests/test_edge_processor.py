@@ -96,7 +96,7 @@ def make(window: int = 2) -> tuple[StreamProcessor, FakeSource, FakeSink]:
     source = FakeSource(log)
     sink = FakeSink(log)
     model = ServedModel(MeanEngine(), ["x", "y"], window, threshold=1.0, version="v1")
-    proc = StreamProcessor(lambda revoked, assigned: source, sink, model, EdgeMetrics(CollectorRegistry()))  # type: ignore[arg-type]
+    proc = StreamProcessor(lambda *callbacks: source, sink, model, EdgeMetrics(CollectorRegistry()))  # type: ignore[arg-type]
     return proc, source, sink
 
 

@@ -295,7 +295,7 @@ class FakeSink:
 def processor(model: ServedModel) -> tuple[StreamProcessor, FakeSource, FakeSink]:
     source, sink = FakeSource(), FakeSink()
     metrics = EdgeMetrics(CollectorRegistry())
-    return StreamProcessor(lambda revoked, assigned: source, sink, model, metrics), source, sink  # type: ignore[arg-type]
+    return StreamProcessor(lambda *callbacks: source, sink, model, metrics), source, sink  # type: ignore[arg-type]
 
 
 def messages(rng: np.random.Generator, assets: dict[str, int], n: int, s: int, period_s: float):
