@@ -4,7 +4,8 @@ Method. A synthetic plant series (20 sensors at 1 s: slow sine modes, noise, a f
 cells) is written once per size as Parquet (float32 columns; and as CSV up to 1 M rows). Each
 measurement runs in a fresh child process, so its peak RSS (`ru_maxrss`) is its own:
 
-- load: seconds to read the file into a SensorData;
+- load: seconds to read the file into a SensorData (blank when the file is streamed: a Parquet
+  input larger than fit's --memory-limit is read in passes inside fit);
 - fit: `MemAE(epochs=1, steps_per_epoch=S)` (S = 200 batches of 64 windows, sampled over all
   windows) on the loaded data; "s / 10k windows" is the training epoch's wall time per 10,000
   windows, CPU seconds beside it;
@@ -45,15 +46,21 @@ warnings.simplefilter("ignore")
 import inspect
 from memae_ts.estimator import MemAE
 from memae_ts.data import load_csv
-path, steps = sys.argv[1], int(sys.argv[2])
-t0, c0 = time.perf_counter(), time.process_time()
-data = load_csv(path)
-load_s = time.perf_counter() - t0
-load_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+path, steps, limit = sys.argv[1], int(sys.argv[2]), sys.argv[3] or None
 params = dict(epochs=1, batch_size=64, seed=0)
-sampled = "steps_per_epoch" in inspect.signature(MemAE.__init__).parameters
+accepted = inspect.signature(MemAE.__init__).parameters
+sampled = "steps_per_epoch" in accepted
 if sampled:
     params["steps_per_epoch"] = steps
+streamed = False
+if "memory_limit" in accepted:
+    from memae_ts.streaming import streaming_plan
+    params["memory_limit"] = limit
+    streamed = streaming_plan(path, limit) is not None
+t0, c0 = time.perf_counter(), time.process_time()
+data = path if streamed else load_csv(path)  # a streamed fit reads the file in its own passes
+load_s = float("nan") if streamed else time.perf_counter() - t0
+load_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 t1, c1 = time.perf_counter(), time.process_time()
 model = MemAE(**params).fit(data)
 fit_s, fit_cpu = time.perf_counter() - t1, time.process_time() - c1
@@ -62,7 +69,7 @@ seconds = getattr(model.history_, "seconds_per_epoch", 0.0) or fit_s
 windows = steps * 64 if sampled else training["n_train_windows"]
 print(json.dumps({
     "rows": len(data), "load_s": load_s, "fit_s": fit_s, "fit_cpu_s": fit_cpu,
-    "epoch_s": seconds, "epoch_windows": windows, "sampled": sampled,
+    "epoch_s": seconds, "epoch_windows": windows, "sampled": sampled, "streamed": streamed,
     "load_rss": load_rss, "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
 }))
 """
@@ -117,7 +124,7 @@ def make_data(rows: int, root: Path, formats: list[str], seed: int = 0) -> dict[
     return paths
 
 
-def measure(path: Path, tree: str | None) -> dict[str, float]:
+def measure(path: Path, tree: str | None, memory_limit: str) -> dict[str, float]:
     env = {
         **os.environ,
         "PYTHONWARNINGS": "ignore",
@@ -127,7 +134,10 @@ def measure(path: Path, tree: str | None) -> dict[str, float]:
         env["FIT_SCALE_TREE"] = tree
     started = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-c", CHILD, str(path), str(STEPS)], capture_output=True, text=True, env=env
+        [sys.executable, "-c", CHILD, str(path), str(STEPS), memory_limit],
+        capture_output=True,
+        text=True,
+        env=env,
     )
     if result.returncode != 0:
         return {"error": result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "failed"}
@@ -145,6 +155,12 @@ def main() -> int:
     parser.add_argument("--data-dir", default="bench-data/fit_scale", help="where the synthetic files go")
     parser.add_argument("--tree", help="another checkout to measure (before/after)")
     parser.add_argument("--runs", type=int, default=1, help="repeat each measurement (median shown)")
+    parser.add_argument(
+        "--memory-limit",
+        default="",
+        help="fit's --memory-limit (default: fit's own, half of this machine's memory); above it a "
+        "Parquet input is streamed",
+    )
     args = parser.parse_args()
     root = Path(args.data_dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -156,7 +172,7 @@ def main() -> int:
         formats = [f for f in args.format if f == "parquet" or rows <= 1_000_000]
         paths = make_data(rows, root, formats)
         for fmt in formats:
-            runs = [measure(paths[fmt], args.tree) for _ in range(args.runs)]
+            runs = [measure(paths[fmt], args.tree, args.memory_limit) for _ in range(args.runs)]
             ok = [r for r in runs if "error" not in r]
             data_bytes = rows * N_SENSORS * 4
             if not ok:
@@ -171,7 +187,8 @@ def main() -> int:
                 f"{rows:>10} {fmt:>7} {med['load_s']:>7.1f} {per10k:>9.2f} {cpu10k:>9.2f} "
                 f"{med['peak_rss'] / 2**30:>8.2f}G {data_bytes / 2**30:>8.2f}G "
                 f"{med['peak_rss'] / data_bytes:>8.1f}  {args.tree or 'this tree'}"
-                f"{'' if ok[0]['sampled'] else ' (one full epoch)'}",
+                f"{'' if ok[0]['sampled'] else ' (one full epoch)'}"
+                f"{' (streamed)' if ok[0].get('streamed') else ''}",
                 flush=True,
             )
     return 0

@@ -75,3 +75,39 @@ def test_two_processes_under_torchrun_match_one(plant_csvs: tuple[Path, Path], t
     # Stated tolerance: the two-process fit sees each window once per epoch as well, in a
     # different order and with half-size steps on each rank, so weights differ but quality holds.
     assert auc_two > 0.7 and abs(auc_two - auc_one) < 0.08, (auc_two, auc_one)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A real 64 KB file system (tmpfs), so a disk-full is the kernel's, not a mock's."""
+    mount = tmp_path / "full"
+    mount.mkdir()
+    if (
+        os.geteuid() != 0
+        or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)]).returncode
+    ):
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_disk_full_while_writing_the_bundle_is_one_line_and_leaves_nothing(
+    plant_csvs: tuple[Path, Path], tiny_disk: Path
+) -> None:
+    # 2000 slots × 16 floats is 128 KB of weights: more than the 64 KB disk holds
+    args = ["--window", "16", "--latent", "16", "--memory-slots", "2000", "--epochs", "1", "-q"]
+    args += ["-o", str(tiny_disk / "model")]
+    result = subprocess.run(
+        [sys.executable, "-m", "memae_ts.cli", "fit", str(plant_csvs[0]), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    error = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(error) == 1 and "No space left on device" in error[0] and str(tiny_disk / "model") in error[0]
+    assert list(tiny_disk.iterdir()) == []  # no half-written bundle, no staging directory
