@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -73,13 +74,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.showwarning = _show_warning
     try:
         result = args.handler(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
     except MemaeError as exc:
         print(f"memae-ts {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # `memae-ts score ... | head`: the reader left. Nothing more can be written to stdout,
+        # and the interpreter's last flush must not turn that into a traceback.
+        _detach_stdout()
+        print(f"memae-ts {args.command}: error: output closed early (broken pipe)", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file-system error: missing directory, permission, disk full
+        print(f"memae-ts {args.command}: error: {_describe(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     return int(result or 0)
+
+
+def _describe(exc: OSError) -> str:
+    what = exc.strerror or str(exc)
+    return f"{exc.filename}: {what}" if exc.filename is not None else what
+
+
+def _detach_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout is not a real file (tests capture it)
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -67,13 +67,15 @@ class Runtime:
 
     @classmethod
     def from_bundle(cls, bundle: Bundle, threads: int = 1) -> Runtime:
-        """Load an already validated Bundle, also one that exists only in memory."""
-        import json
+        """Load an already validated Bundle, also one that exists only in memory: the C++ loader
+        checks the same two files' bytes again, integrity id included."""
+        from memae_ts.bundle import encode_bundle
 
-        from safetensors.numpy import save
-
+        config, tensors = bundle.config_bytes, bundle.weights_bytes
+        if not config or not tensors:
+            config, tensors = encode_bundle(bundle.config, bundle.weights)
         try:
-            model = _runtime.Model.from_bytes(json.dumps(bundle.config).encode(), save(bundle.weights))
+            model = _runtime.Model.from_bytes(config, tensors)
         except _runtime.FormatError as exc:
             raise BundleError(f"{bundle.path}: {exc}") from None
         runtime = cls(model, bundle.path, threads)
@@ -90,6 +92,11 @@ class Runtime:
 
             self._bundle = load_bundle(self.path)
         return self._bundle
+
+    @property
+    def model_version(self) -> str:
+        """The integrity id the C++ loader computed and checked (docs/bundle-format.md)."""
+        return str(self._model.model_id)
 
     @property
     def window(self) -> int:

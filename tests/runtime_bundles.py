@@ -13,7 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from safetensors.numpy import save_file
+from safetensors.numpy import save
+
+from memae_ts.bundle import stamp
+from memae_ts.errors import BundleError
 
 
 def _uniform(rng: np.random.Generator, shape: tuple[int, ...], fan_in: int) -> np.ndarray:
@@ -116,8 +119,9 @@ def random_bundle(
         }
     sensors = [f"s{i}" for i in range(n_sensors)]
     config = {
+        "model_id": "",
         "format": "memae-ts-bundle",
-        "format_version": 1,
+        "format_version": 2,
         "library_version": "0.1.0",
         "created_at": "2026-01-01T00:00:00Z",
         "sensors": sensors,
@@ -146,10 +150,29 @@ def random_bundle(
     return config, weights
 
 
+def stamped(config: dict[str, Any] | bytes, tensors: bytes) -> bytes:
+    """config.json bytes with the integrity id of `tensors`, so a test reaches the check it
+    means to test; a config that has no model_id (or is not valid JSON) is returned as is."""
+    raw = config if isinstance(config, bytes) else json.dumps(config, indent=2).encode()
+    try:
+        return stamp(raw, tensors)
+    except BundleError:
+        return raw
+
+
 def write_bundle(path: Path, config: dict[str, Any], weights: dict[str, np.ndarray]) -> Path:
+    """Both files as given (config.json stamped with the weights' integrity id)."""
     path.mkdir(parents=True, exist_ok=True)
-    save_file(weights, str(path / "model.safetensors"))
-    (path / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    tensors = save(weights)
+    (path / "model.safetensors").write_bytes(tensors)
+    (path / "config.json").write_bytes(stamped(config, tensors))
+    return path
+
+
+def restamp(path: Path) -> Path:
+    """Stamp a bundle directory again after a test edited one of its files on purpose."""
+    tensors = (path / "model.safetensors").read_bytes()
+    (path / "config.json").write_bytes(stamped((path / "config.json").read_bytes(), tensors))
     return path
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from runtime_bundles import restamp
 
 from memae_ts.bundle import load_bundle
 from memae_ts.errors import BundleError, DataError
@@ -24,6 +25,7 @@ def _edit_config(path: Path, edit) -> None:  # type: ignore[no-untyped-def]
     config = json.loads((path / "config.json").read_text())
     edit(config)
     (path / "config.json").write_text(json.dumps(config))
+    restamp(path)  # an edit on purpose: reach the check under test, not the integrity id
 
 
 def test_round_trip_scores_bit_identical(
@@ -62,7 +64,14 @@ def test_numpy_engine_agrees_with_torch(tiny_model_dir: Path, plant_csvs: tuple[
         (lambda p: _edit_config(p, lambda c: c.update(format_version=99)), "newer than this memae-ts"),
         (lambda p: _edit_config(p, lambda c: c.update(format="other")), "not a memae-ts bundle"),
         (lambda p: _edit_config(p, lambda c: c["scaler"].update(scale=[1.0])), "scaler.scale"),
-        (lambda p: _edit_config(p, lambda c: c["threshold"].update(value=float("nan"))), "threshold.value"),
+        (
+            lambda p: _edit_config(p, lambda c: c["threshold"].update(value=float("nan"))),
+            "NaN is not a valid",
+        ),
+        (
+            lambda p: _edit_config(p, lambda c: c["threshold"].update(value=-1.0)),
+            r"'value' must be a number in",
+        ),
         (lambda p: _edit_config(p, lambda c: c["network"]["encoder"][0].update(weight="gone")), "'gone'"),
         (lambda p: _edit_config(p, lambda c: c["network"]["encoder"][0].update(op="conv9d")), "unknown op"),
         (lambda p: _edit_config(p, lambda c: c.update(window=c["window"] + 1)), "disagree"),
@@ -81,6 +90,7 @@ def _rewrite_weights(path: Path, edit) -> None:  # type: ignore[no-untyped-def]
     tensors = load_file(str(path / "model.safetensors"))
     edit(tensors)
     save_file(tensors, str(path / "model.safetensors"))
+    restamp(path)
 
 
 @pytest.mark.parametrize(

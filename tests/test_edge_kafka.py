@@ -470,7 +470,7 @@ def test_sighup_reloads_the_model_between_batches_without_losing_readings(
         assert time.monotonic() < deadline
         time.sleep(0.2)
     assert daemon.get("/readyz")[0] == 200
-    assert metric(daemon, "memae_ts_model_info", version="recalibrated", engine=metric_engine(daemon),
+    assert metric(daemon, "memae_ts_model_info", version=recalibrated, engine=metric_engine(daemon),
                   sensors=",".join(config["sensors"]), window=str(config["window"])) == 1  # fmt: skip
 
 

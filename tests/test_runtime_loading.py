@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from runtime_bundles import random_bundle, random_windows, write_bundle
+from runtime_bundles import random_bundle, random_windows, stamped, write_bundle
 from safetensors.numpy import save
 
 from memae_ts import _runtime
@@ -23,8 +23,7 @@ def good() -> tuple[dict[str, Any], dict[str, np.ndarray]]:
 
 
 def load_bytes(config: dict[str, Any] | bytes, tensors: bytes) -> Runtime:
-    raw = config if isinstance(config, bytes) else json.dumps(config).encode()
-    return Runtime.from_bytes(raw, tensors)
+    return Runtime.from_bytes(stamped(config, tensors), tensors)
 
 
 def test_good_bundle_loads_from_dir_and_bytes(tmp_path: Path, good) -> None:
@@ -107,7 +106,9 @@ def test_wrong_shape_is_refused(good) -> None:
     config, weights = good
     bad = dict(weights)
     bad["memory.weight"] = np.zeros((40, 9), np.float32)
-    with pytest.raises(BundleError, match=r"memory.weight' has shape \(40, 9\), expected \(40, 8\)"):
+    with pytest.raises(
+        BundleError, match=r"memory.weight' \(network.memory.weight\) has shape \(40, 9\), expected \(40, 8\)"
+    ):
         load_bytes(config, save(bad))
     bad = dict(weights)
     bad["encoder.0.weight"] = np.zeros((8, 7, 5), np.float32)
@@ -133,11 +134,11 @@ def test_non_finite_weights_are_refused(good, value: float) -> None:
 
 def test_newer_format_version_is_refused(tmp_path: Path, good) -> None:
     config, weights = good
-    newer = dict(config, format_version=2)
+    newer = dict(config, format_version=3)
     path = write_bundle(tmp_path / "newer", newer, weights)
-    with pytest.raises(BundleError, match="format_version 2 is newer than this runtime supports \\(1\\)"):
+    with pytest.raises(BundleError, match="format_version 3 is newer than this runtime supports \\(2\\)"):
         Runtime.load(path)
-    assert _runtime.FORMAT_VERSION == 1
+    assert _runtime.FORMAT_VERSION == 2
 
 
 def _edit(config: dict[str, Any], path: list[Any], value: Any) -> dict[str, Any]:
@@ -157,14 +158,14 @@ def _edit(config: dict[str, Any], path: list[Any], value: Any) -> dict[str, Any]
         (["window"], 65, "disagree"),
         (["sensors"], [], "sensors must list"),
         (["scaler", "scale"], [1.0] * 7, "one value per sensor"),
-        (["scaler", "scale", 3], 0.0, r"scale\[3\] must be positive"),
+        (["scaler", "scale", 3], 0.0, r"scale\[3\] is 0, outside \[1e-12, 1e12\]"),
         (["threshold"], None, "threshold must be an object"),
         (["network", "kind"], "rnn", "'rnn' is not 'conv' or 'mlp'"),
         (["network", "encoder", 0, "op"], "conv2d", "unknown op 'conv2d'"),
         (["network", "encoder", 0, "stride"], 0, "stride must be an integer"),
         (["network", "encoder", 0, "padding"], 500, "longer than|does not match"),
         (["network", "decoder", 0, "output_padding"], 2, "output_padding must be smaller than stride"),
-        (["network", "memory", "temperature"], 0.0, "temperature must be positive"),
+        (["network", "memory", "temperature"], 0.0, r"temperature must be in \[1e-04, 10000\], got 0"),
         (["network", "memory", "shrink_threshold"], 1.5, "shrink_threshold must be in"),
         (["network", "memory", "addressing"], "l2", "addressing must be"),
         (["network", "memory", "slots"], 41, r"expected \(41, 8\)"),

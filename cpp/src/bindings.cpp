@@ -98,6 +98,42 @@ PYBIND11_MODULE(_runtime, mod) {
     py::register_exception<memae::FormatError>(mod, "FormatError", PyExc_ValueError);
 
     mod.attr("FORMAT_VERSION") = memae::kFormatVersion;
+    {
+        namespace L = memae::limits;
+        py::dict limits;
+        limits["CONFIG_BYTES"] = L::kMaxConfigBytes;
+        limits["WEIGHTS_BYTES"] = L::kMaxWeightsBytes;
+        limits["HEADER_BYTES"] = L::kMaxHeaderBytes;
+        limits["JSON_DEPTH"] = memae::kMaxJsonDepth;
+        limits["JSON_VALUES"] = memae::kMaxJsonValues;
+        limits["SENSORS"] = L::kMaxSensors;
+        limits["WINDOW"] = L::kMaxWindow;
+        limits["INPUT"] = L::kMaxInput;
+        limits["FEATURES"] = L::kMaxFeatures;
+        limits["KERNEL"] = L::kMaxKernel;
+        limits["STRIDE"] = L::kMaxStride;
+        limits["LENGTH"] = L::kMaxLength;
+        limits["ACTIVATION"] = L::kMaxActivation;
+        limits["LAYERS"] = L::kMaxLayers;
+        limits["SLOTS"] = L::kMaxSlots;
+        limits["MEMORY_FLOATS"] = L::kMaxMemoryFloats;
+        limits["SCRATCH_BYTES"] = L::kMaxScratchBytes;
+        limits["SCALE"] = py::make_tuple(L::kMinScale, L::kMaxScale);
+        limits["ABS_CENTER"] = L::kMaxAbsCenter;
+        limits["THRESHOLD"] = py::make_tuple(L::kMinThreshold, L::kMaxThreshold);
+        limits["TEMPERATURE"] = py::make_tuple(L::kMinTemperature, L::kMaxTemperature);
+        limits["ABS_SLOPE"] = L::kMaxAbsSlope;
+        mod.attr("LIMITS") = limits;
+    }
+    mod.def(
+        "bundle_id",
+        [](const py::bytes& config, const py::bytes& tensors) {
+            const std::string c = config;
+            const std::string t = tensors;
+            return memae::bundle_id(c, reinterpret_cast<const std::uint8_t*>(t.data()), t.size());
+        },
+        py::arg("config"), py::arg("tensors"),
+        "The integrity id of a bundle's two files, as the loader computes it (docs/bundle-format.md).");
     mod.def("available_isas", &isa_names,
             "Kernel tables this CPU can run, best last (e.g. ['scalar_4x2', 'avx2_6x16']).");
     mod.def(
@@ -123,6 +159,9 @@ PYBIND11_MODULE(_runtime, mod) {
             },
             py::arg("config"), py::arg("tensors"),
             "Load a bundle from the bytes of config.json and model.safetensors.")
+        .def_property_readonly("model_id", &Model::model_id)
+        .def_property_readonly("chunk", &Model::chunk)
+        .def("scratch_bytes", &Model::scratch_bytes, py::arg("chunk"), "Per-call scratch of one thread at `chunk` windows a pass.")
         .def_property_readonly("window", &Model::window)
         .def_property_readonly("n_sensors", &Model::n_sensors)
         .def_property_readonly("sensors", &Model::sensors)

@@ -1,12 +1,14 @@
 #include "memae/json.h"
 
+#include <charconv>
 #include <cmath>
-#include <cstdlib>
+#include <set>
+#include <string_view>
+#include <system_error>
 
 namespace memae {
 
 namespace {
-constexpr int kMaxDepth = 64;
 
 const char* type_name(Json::Type t) {
     switch (t) {
@@ -36,6 +38,7 @@ private:
     const char* p_;
     const char* end_;
     const char* begin_;
+    std::size_t values_ = 0;
 
     [[noreturn]] void fail(const std::string& msg) const {
         throw FormatError("invalid JSON at byte " + std::to_string(p_ - begin_) + ": " + msg);
@@ -52,21 +55,36 @@ private:
         return true;
     }
 
+    /// A value; `depth` is the number of containers around it.
     Json value(int depth) {
-        if (depth > kMaxDepth) fail("nesting deeper than 64 levels");
         skip_ws();
         if (p_ == end_) fail("unexpected end of input");
+        if (++values_ > kMaxJsonValues) fail("more than 262144 values");
         Json v;
+        v.begin_ = static_cast<std::size_t>(p_ - begin_);
+        value_body(v, depth);
+        v.end_ = static_cast<std::size_t>(p_ - begin_);
+        return v;
+    }
+
+    void value_body(Json& v, int depth) {
         const char c = *p_;
+        if ((c == '{' || c == '[') && depth + 1 > kMaxJsonDepth) fail("nesting deeper than 64 levels");
         if (c == '{') {
             v.type_ = Json::Type::Object;
             ++p_;
             skip_ws();
-            if (p_ != end_ && *p_ == '}') { ++p_; return v; }
+            if (p_ != end_ && *p_ == '}') { ++p_; return; }
+            std::set<std::string, std::less<>> keys;
             for (;;) {
                 skip_ws();
                 if (p_ == end_ || *p_ != '"') fail("expected a string key");
+                const char* key_at = p_;
                 std::string key = string();
+                if (!keys.insert(key).second) {
+                    p_ = key_at;
+                    fail("duplicate key \"" + printable(key) + "\" in one object");
+                }
                 skip_ws();
                 if (p_ == end_ || *p_ != ':') fail("expected ':'");
                 ++p_;
@@ -75,7 +93,7 @@ private:
                 skip_ws();
                 if (p_ == end_) fail("unterminated object");
                 if (*p_ == ',') { ++p_; continue; }
-                if (*p_ == '}') { ++p_; return v; }
+                if (*p_ == '}') { ++p_; return; }
                 fail("expected ',' or '}'");
             }
         }
@@ -83,35 +101,42 @@ private:
             v.type_ = Json::Type::Array;
             ++p_;
             skip_ws();
-            if (p_ != end_ && *p_ == ']') { ++p_; return v; }
+            if (p_ != end_ && *p_ == ']') { ++p_; return; }
             for (;;) {
                 v.array_.push_back(value(depth + 1));
                 skip_ws();
                 if (p_ == end_) fail("unterminated array");
                 if (*p_ == ',') { ++p_; continue; }
-                if (*p_ == ']') { ++p_; return v; }
+                if (*p_ == ']') { ++p_; return; }
                 fail("expected ',' or ']'");
             }
         }
         if (c == '"') {
             v.type_ = Json::Type::String;
             v.string_ = string();
-            return v;
+            return;
         }
-        if (literal("true")) { v.type_ = Json::Type::Bool; v.bool_ = true; return v; }
-        if (literal("false")) { v.type_ = Json::Type::Bool; return v; }
-        if (literal("null")) return v;
+        if (literal("true")) { v.type_ = Json::Type::Bool; v.bool_ = true; return; }
+        if (literal("false")) { v.type_ = Json::Type::Bool; return; }
+        if (literal("null")) return;
         if (c == '-' || (c >= '0' && c <= '9')) {
             v.type_ = Json::Type::Number;
-            v.number_ = number();
-            return v;
+            v.number_ = number(v.integral_);
+            return;
         }
         // Python's json module writes NaN/Infinity; a bundle must never contain them.
         if (literal("NaN") || literal("Infinity")) fail("NaN/Infinity is not a valid number");
         fail(std::string("unexpected character"));
     }
 
-    double number() {
+    /// A key for an error message: at most 40 bytes, control bytes shown as '?'.
+    static std::string printable(const std::string& key) {
+        std::string out;
+        for (char ch : key.substr(0, 40)) out += (static_cast<unsigned char>(ch) < 0x20 || ch == '"') ? '?' : ch;
+        return key.size() > 40 ? out + "..." : out;
+    }
+
+    double number(bool& integral) {
         const char* start = p_;
         if (*p_ == '-') ++p_;
         auto digits = [&]() {
@@ -125,22 +150,28 @@ private:
         } else if (digits() == 0) {
             fail("invalid number");
         }
+        integral = true;
         if (p_ != end_ && *p_ == '.') {
             ++p_;
+            integral = false;
             if (digits() == 0) fail("invalid fraction");
         }
         if (p_ != end_ && (*p_ == 'e' || *p_ == 'E')) {
             ++p_;
+            integral = false;
             if (p_ != end_ && (*p_ == '+' || *p_ == '-')) ++p_;
             if (digits() == 0) fail("invalid exponent");
         }
         if (p_ - start > 64) fail("number literal too long");
-        // strtod needs a terminated copy: the input buffer is not NUL-terminated.
-        std::string token(start, p_);
-        char* stop = nullptr;
-        double d = std::strtod(token.c_str(), &stop);
-        if (stop != token.c_str() + token.size()) fail("invalid number");
-        if (!std::isfinite(d)) fail("number out of range");
+        // std::from_chars, unlike strtod, ignores the locale (a "de_DE" process reads "0.5" as
+        // 0.5, not 0) and needs no terminated copy. The grammar was checked above; from_chars
+        // must consume exactly that token.
+        double d = 0.0;
+        const auto [stop, err] = std::from_chars(start, p_, d);
+        if (err == std::errc::result_out_of_range || (err == std::errc() && !std::isfinite(d))) {
+            fail("number out of range");
+        }
+        if (err != std::errc() || stop != p_) fail("invalid number");
         return d;
     }
 
@@ -245,6 +276,12 @@ Json Json::parse(const char* data, std::size_t size) {
     return parser.document();
 }
 
+std::string Json::format(double d) {
+    char buf[64];
+    const auto r = std::to_chars(buf, buf + sizeof buf, d);
+    return std::string(buf, r.ptr);
+}
+
 const Json* Json::find(const std::string& key) const {
     if (type_ != Type::Object) return nullptr;
     for (const auto& kv : object_) {
@@ -277,7 +314,7 @@ double Json::number(const std::string& where) const {
 
 std::int64_t Json::integer(const std::string& where, std::int64_t lo, std::int64_t hi) const {
     const double d = number(where);
-    if (d != std::floor(d) || d < static_cast<double>(lo) || d > static_cast<double>(hi)) {
+    if (!integral_ || d != std::floor(d) || d < static_cast<double>(lo) || d > static_cast<double>(hi)) {
         throw FormatError(where + " must be an integer in [" + std::to_string(lo) + ", " +
                           std::to_string(hi) + "]");
     }

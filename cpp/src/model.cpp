@@ -1,32 +1,48 @@
 #include "memae/model.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <cmath>
 #include <cstring>
 #include <exception>
-#include <fstream>
 #include <map>
 #include <memory>
+#include <set>
 #include <stdexcept>
 #include <thread>
+
+#include "memae/sha256.h"
+
+// Checked scratch: under AddressSanitizer every per-call buffer, and every layer's output, is
+// its own allocation of exactly the size it needs, so a write one element past any of them is
+// a heap-buffer-overflow report instead of a silent write into the next buffer. Release builds
+// carve everything from one block.
+#if defined(__SANITIZE_ADDRESS__)
+#define MEMAE_CHECKED_SCRATCH 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define MEMAE_CHECKED_SCRATCH 1
+#endif
+#endif
 
 namespace memae {
 
 namespace {
 
-// Sanity bounds: far above any real sensor model, low enough that sizes never overflow `int`.
-constexpr std::int64_t kMaxDim = 1 << 20;
-constexpr std::int64_t kMaxActivation = 1 << 26;  // floats of one sample's activation
-constexpr std::size_t kMaxFile = std::size_t(1) << 32;
+using namespace limits;
 constexpr int kChunk = 16;       // samples per pass through the network (cache-sized scratch)
 constexpr int kQueryBlock = 24;  // memory queries per similarity GEMM (multiple of every MR)
+constexpr std::size_t kAlign = 16;  // floats: every scratch buffer starts 64-byte aligned in the block
+constexpr std::uint64_t kMaxModelBytes = 512u << 20;  // re-laid weights held by a loaded Model
 
 struct Tensor {
     std::vector<std::int64_t> shape;
     const std::uint8_t* data = nullptr;
     std::size_t nbytes = 0;
-    std::string dtype;
 };
 
 std::string shape_str(const std::vector<std::int64_t>& s) {
@@ -35,7 +51,18 @@ std::string shape_str(const std::vector<std::int64_t>& s) {
     return out + (s.size() == 1 ? ",)" : ")");
 }
 
-// safetensors: u64 little-endian header length, JSON header, then the byte buffer.
+/// Text from a file for an error message: at most 40 bytes, nothing that could break the line.
+std::string printable(const std::string& text) {
+    std::string out;
+    for (char c : text.substr(0, 40)) out += (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) ? '?' : c;
+    return text.size() > 40 ? out + "..." : out;
+}
+
+std::string mib(std::uint64_t bytes) { return std::to_string((bytes + (1u << 20) - 1) >> 20) + " MiB"; }
+
+// safetensors: u64 little-endian header length, JSON header, then the byte buffer. As the
+// safetensors library requires: tensors lie back to back, in offset order, covering the buffer
+// exactly (no overlap, no gap, nothing after). Here also: every tensor is F32 and finite.
 std::map<std::string, Tensor> parse_safetensors(const std::uint8_t* p, std::size_t n) {
     if (n < 8) throw FormatError("model.safetensors is truncated: " + std::to_string(n) + " bytes");
     std::uint64_t hlen = 0;
@@ -44,21 +71,26 @@ std::map<std::string, Tensor> parse_safetensors(const std::uint8_t* p, std::size
         throw FormatError("model.safetensors is truncated or corrupt: header claims " +
                           std::to_string(hlen) + " bytes, file has " + std::to_string(n - 8));
     }
+    if (hlen > kMaxHeaderBytes) {
+        throw FormatError("model.safetensors header is " + std::to_string(hlen) + " bytes, over the limit of " +
+                          mib(kMaxHeaderBytes));
+    }
     const Json header = Json::parse(reinterpret_cast<const char*>(p + 8), static_cast<std::size_t>(hlen));
     const std::uint8_t* data = p + 8 + hlen;
     const std::size_t data_size = n - 8 - static_cast<std::size_t>(hlen);
     std::map<std::string, Tensor> out;
+    std::vector<std::pair<std::uint64_t, std::pair<std::uint64_t, std::string>>> spans;
     for (const auto& kv : header.members("safetensors header")) {
-        if (kv.first == "__metadata__") continue;
-        const std::string where = "safetensors tensor '" + kv.first + "'";
+        if (kv.first == "__metadata__") {
+            for (const auto& meta : kv.second.members("safetensors __metadata__")) {
+                meta.second.string("safetensors __metadata__ values");
+            }
+            continue;
+        }
+        const std::string where = "safetensors tensor '" + printable(kv.first) + "'";
         Tensor t;
-        t.dtype = kv.second.at("dtype", where).string(where + ".dtype");
-        std::size_t elem = 0;
-        if (t.dtype == "F32" || t.dtype == "I32" || t.dtype == "U32") elem = 4;
-        else if (t.dtype == "F64" || t.dtype == "I64" || t.dtype == "U64") elem = 8;
-        else if (t.dtype == "F16" || t.dtype == "BF16" || t.dtype == "I16" || t.dtype == "U16") elem = 2;
-        else if (t.dtype == "I8" || t.dtype == "U8" || t.dtype == "BOOL") elem = 1;
-        else throw FormatError(where + " has unknown dtype '" + t.dtype + "'");
+        const std::string& dtype = kv.second.at("dtype", where).string(where + ".dtype");
+        if (dtype != "F32") throw FormatError(where + " has dtype " + printable(dtype) + ", expected F32");
         std::uint64_t numel = 1;
         const auto& dims = kv.second.at("shape", where).items(where + ".shape");
         if (dims.size() > 8) throw FormatError(where + " has more than 8 dimensions");
@@ -77,13 +109,35 @@ std::map<std::string, Tensor> parse_safetensors(const std::uint8_t* p, std::size
                               ".." + std::to_string(end) + ", data is " + std::to_string(data_size) +
                               " bytes): the file is truncated or corrupt");
         }
-        if (end - begin != numel * elem) {
+        if (end - begin != numel * 4) {
             throw FormatError(where + " has " + std::to_string(end - begin) + " bytes, shape " +
-                              shape_str(t.shape) + " needs " + std::to_string(numel * elem));
+                              shape_str(t.shape) + " needs " + std::to_string(numel * 4));
         }
         t.data = data + begin;
         t.nbytes = static_cast<std::size_t>(end - begin);
+        for (std::size_t i = 0; i < t.nbytes; i += 4) {
+            float v;
+            std::memcpy(&v, t.data + i, 4);  // the buffer may be unaligned
+            if (!std::isfinite(v)) {
+                throw FormatError(where + " contains NaN or Inf (element " + std::to_string(i / 4) + ")");
+            }
+        }
+        spans.push_back({begin, {end, kv.first}});
         out[kv.first] = t;
+    }
+    std::sort(spans.begin(), spans.end());
+    std::uint64_t expected = 0;
+    for (const auto& sp : spans) {
+        if (sp.first != expected) {
+            throw FormatError("safetensors tensor '" + printable(sp.second.second) + "' starts at byte " +
+                              std::to_string(sp.first) + ", expected " + std::to_string(expected) +
+                              ": tensors overlap or leave a gap (corrupt file)");
+        }
+        expected = sp.second.first;
+    }
+    if (expected != data_size) {
+        throw FormatError("model.safetensors has " + std::to_string(data_size - expected) +
+                          " bytes after its last tensor (corrupt file)");
     }
     return out;
 }
@@ -94,65 +148,60 @@ public:
 
     /// Shape of a named tensor (so layer sizes can be read off the weights before taking them).
     std::vector<std::int64_t> shape(const Json& name_json, const std::string& where) const {
-        const std::string& name = name_json.string(where);
-        auto it = tensors_.find(name);
-        if (it == tensors_.end()) {
-            throw FormatError("tensor '" + name + "' (" + where + ") is missing from model.safetensors");
-        }
-        return it->second.shape;
+        return find(name_json, where).shape;
     }
 
-    /// A float32 tensor of exactly `shape`, with every value finite.
+    /// A float32 tensor of exactly `shape` (finite: parse_safetensors checked every value).
     std::vector<float> take(const Json& name_json, const std::string& where,
-                            const std::vector<std::int64_t>& shape) {
-        const std::string& name = name_json.string(where);
-        auto it = tensors_.find(name);
-        if (it == tensors_.end()) {
-            throw FormatError("tensor '" + name + "' (" + where + ") is missing from model.safetensors");
-        }
-        const Tensor& t = it->second;
-        if (t.dtype != "F32") {
-            throw FormatError("tensor '" + name + "' has dtype " + t.dtype + ", expected F32");
-        }
+                            const std::vector<std::int64_t>& shape) const {
+        const Tensor& t = find(name_json, where);
         if (t.shape != shape) {
-            throw FormatError("tensor '" + name + "' has shape " + shape_str(t.shape) + ", expected " +
-                              shape_str(shape));
+            throw FormatError("tensor '" + printable(name_json.string(where)) + "' (" + where + ") has shape " +
+                              shape_str(t.shape) + ", expected " + shape_str(shape));
         }
         std::vector<float> v(t.nbytes / 4);
         if (t.nbytes) std::memcpy(v.data(), t.data, t.nbytes);  // the buffer may be unaligned
-        for (std::size_t i = 0; i < v.size(); ++i) {
-            if (!std::isfinite(v[i])) {
-                throw FormatError("tensor '" + name + "' contains NaN or Inf (element " +
-                                  std::to_string(i) + ")");
-            }
-        }
         return v;
     }
 
 private:
+    const Tensor& find(const Json& name_json, const std::string& where) const {
+        const std::string& name = name_json.string(where);
+        auto it = tensors_.find(name);
+        if (it == tensors_.end()) {
+            throw FormatError("tensor '" + printable(name) + "' (" + where + ") is missing from model.safetensors");
+        }
+        return it->second;
+    }
     const std::map<std::string, Tensor>& tensors_;
 };
 
-int get_int(const Json& obj, const char* key, const std::string& where, std::int64_t lo,
-            std::int64_t hi, std::int64_t fallback) {
+/// A required integer field in [lo, hi].
+int req_int(const Json& obj, const char* key, const std::string& where, std::int64_t lo, std::int64_t hi) {
+    return static_cast<int>(obj.at(key, where).integer(where + "." + key, lo, hi));
+}
+
+/// An optional integer field in [lo, hi] (absent or null: `fallback`).
+int opt_int(const Json& obj, const char* key, const std::string& where, std::int64_t lo, std::int64_t hi,
+            int fallback) {
     const Json* v = obj.find(key);
-    if (!v || v->is_null()) {
-        if (fallback < lo) throw FormatError(where + " has no '" + key + "'");
-        return static_cast<int>(fallback);
-    }
+    if (!v || v->is_null()) return fallback;
     return static_cast<int>(v->integer(where + "." + key, lo, hi));
 }
 
-float finite_float(const Json& v, const std::string& where) {
-    const double d = v.number(where);
-    const float f = static_cast<float>(d);
-    if (!std::isfinite(f)) throw FormatError(where + " is out of float32 range");
-    return f;
+/// A required number in [lo, hi] (finite by construction: the JSON reader refuses the rest).
+double req_number(const Json& obj, const char* key, const std::string& where, double lo, double hi) {
+    const double d = obj.at(key, where).number(where + "." + key);
+    if (!(d >= lo && d <= hi)) {
+        throw FormatError(where + "." + key + " must be in [" + Json::format(lo) + ", " + Json::format(hi) + "], got " +
+                          Json::format(d));
+    }
+    return d;
 }
 
 /// Parses one layer, checks it against the running (channels, length) and re-lays its weights.
-Layer build_layer(const Json& j, const std::string& where, bool conv, int& ch, int& len,
-                  Builder& tensors) {
+Layer build_layer(const Json& j, const std::string& where, bool conv, int& ch, int& len, const Builder& tensors,
+                  std::uint64_t& model_bytes) {
     Layer L;
     const std::string op = j.at("op", where).string(where + ".op");
     L.in_ch = ch;
@@ -162,29 +211,30 @@ Layer build_layer(const Json& j, const std::string& where, bool conv, int& ch, i
     if (op == "relu" || op == "tanh" || op == "leaky_relu") {
         L.op = op == "relu" ? Op::Relu : op == "tanh" ? Op::Tanh : Op::LeakyRelu;
         if (L.op == Op::LeakyRelu) {
-            const Json* s = j.find("negative_slope");
-            L.slope = (s && !s->is_null()) ? finite_float(*s, where + ".negative_slope") : 0.01f;
+            L.slope = static_cast<float>(req_number(j, "negative_slope", where, -kMaxAbsSlope, kMaxAbsSlope));
         }
         return L;
     }
     const Json& wname = j.at("weight", where);
     const std::vector<std::int64_t> wshape = tensors.shape(wname, where + ".weight");
-    auto take_bias = [&](int out) {
-        const Json* b = j.find("bias");
-        if (!b || b->is_null()) return std::vector<float>(static_cast<std::size_t>(out), 0.0f);
-        return tensors.take(*b, where + ".bias", {out});
-    };
-    auto dim = [&](std::size_t i) -> int {
-        if (wshape[i] < 1 || wshape[i] > kMaxDim) {
-            throw FormatError(where + ".weight has dimension " + std::to_string(wshape[i]) +
-                              " out of range");
+    auto take_bias = [&](int out) { return tensors.take(j.at("bias", where), where + ".bias", {out}); };
+    auto dim = [&](std::size_t i, std::int64_t hi) -> int {
+        if (wshape[i] < 1 || wshape[i] > hi) {
+            throw FormatError(where + ".weight has dimension " + std::to_string(wshape[i]) + " out of range [1, " +
+                              std::to_string(hi) + "]");
         }
         return static_cast<int>(wshape[i]);
+    };
+    auto keep = [&](const std::vector<float>& packed) {
+        model_bytes += packed.size() * sizeof(float);
+        if (model_bytes > kMaxModelBytes) {
+            throw FormatError(where + ": the re-laid weights exceed the limit of " + mib(kMaxModelBytes));
+        }
     };
     if (op == "linear") {
         if (conv) throw FormatError(where + ": 'linear' is not allowed in a conv network");
         if (wshape.size() != 2) throw FormatError(where + ".weight must be 2-D (out, in)");
-        const int out = dim(0), in = dim(1);
+        const int out = dim(0, kMaxFeatures), in = dim(1, kMaxFeatures);
         if (in != ch) {
             throw FormatError(where + " expects " + std::to_string(in) + " inputs, previous layer gives " +
                               std::to_string(ch));
@@ -198,31 +248,36 @@ Layer build_layer(const Json& j, const std::string& where, bool conv, int& ch, i
         for (int o = 0; o < out; ++o)
             for (int i = 0; i < in; ++i) b[static_cast<std::size_t>(i) * out + o] = w[static_cast<std::size_t>(o) * in + i];
         L.w = pack_b(in, out, b.data(), out);
+        keep(L.w);
         ch = out;
+        if (static_cast<std::int64_t>(out) > kMaxActivation) throw FormatError(where + " output is too large");
         return L;
     }
     if (op != "conv1d" && op != "conv_transpose1d") {
-        throw FormatError(where + " has unknown op '" + op + "'");
+        throw FormatError(where + " has unknown op '" + printable(op) + "'");
     }
     if (!conv) throw FormatError(where + ": '" + op + "' is not allowed in an mlp network");
     if (wshape.size() != 3) throw FormatError(where + ".weight must be 3-D");
-    const int k = dim(2);
+    const int k = dim(2, kMaxKernel);
     L.kernel = k;
-    L.stride = get_int(j, "stride", where, 1, 4096, 1);
-    L.padding = get_int(j, "padding", where, 0, 4096, 0);
+    L.stride = req_int(j, "stride", where, 1, kMaxStride);
+    L.padding = req_int(j, "padding", where, 0, kMaxStride);
     const std::size_t K = static_cast<std::size_t>(k);
     if (op == "conv1d") {
-        const int out = dim(0), in = dim(1);
+        const int out = dim(0, kMaxFeatures), in = dim(1, kMaxFeatures);
         if (in != ch) {
             throw FormatError(where + " expects " + std::to_string(in) + " input channels, previous layer gives " +
                               std::to_string(ch));
         }
         const std::int64_t span = static_cast<std::int64_t>(len) + 2 * L.padding - k;
         if (span < 0) throw FormatError(where + ": kernel " + std::to_string(k) + " is longer than its padded input");
+        const std::int64_t out_len = span / L.stride + 1;
+        if (out_len > kMaxLength) throw FormatError(where + " gives output length " + std::to_string(out_len));
+        if (static_cast<std::int64_t>(out) * out_len > kMaxActivation) throw FormatError(where + " output is too large");
         const std::vector<float> w = tensors.take(wname, where + ".weight", {out, in, k});
         L.op = Op::Conv1d;
         L.out_ch = out;
-        L.out_len = static_cast<int>(span / L.stride + 1);
+        L.out_len = static_cast<int>(out_len);
         L.b = take_bias(out);
         // B operand (k*in, out): row (tap, in-channel) so a window of the channels-last input is a row of A.
         std::vector<float> b(K * in * out);
@@ -231,16 +286,20 @@ Layer build_layer(const Json& j, const std::string& where, bool conv, int& ch, i
                 for (int t = 0; t < k; ++t)
                     b[(static_cast<std::size_t>(t) * in + c) * out + o] = w[(static_cast<std::size_t>(o) * in + c) * K + t];
         L.w = pack_b(k * in, out, b.data(), out);
+        keep(L.w);
     } else {
-        const int in = dim(0), out = dim(1);
+        const int in = dim(0, kMaxFeatures), out = dim(1, kMaxFeatures);
         if (in != ch) {
             throw FormatError(where + " expects " + std::to_string(in) + " input channels, previous layer gives " +
                               std::to_string(ch));
         }
-        L.output_padding = get_int(j, "output_padding", where, 0, 4096, 0);
+        L.output_padding = opt_int(j, "output_padding", where, 0, kMaxStride, 0);
         if (L.output_padding >= L.stride) throw FormatError(where + ": output_padding must be smaller than stride");
+        // As torch allows and the reference engines implement: the padding trims at most k-1 taps.
+        if (L.padding > k - 1) throw FormatError(where + ": padding must be at most kernel - 1");
         const std::int64_t out_len = (static_cast<std::int64_t>(len) - 1) * L.stride - 2 * L.padding + k + L.output_padding;
-        if (out_len < 1 || out_len > kMaxDim) throw FormatError(where + " gives output length " + std::to_string(out_len));
+        if (out_len < 1 || out_len > kMaxLength) throw FormatError(where + " gives output length " + std::to_string(out_len));
+        if (static_cast<std::int64_t>(out) * out_len > kMaxActivation) throw FormatError(where + " output is too large");
         const std::vector<float> w = tensors.take(wname, where + ".weight", {in, out, k});
         L.op = Op::ConvTranspose1d;
         L.out_ch = out;
@@ -255,10 +314,10 @@ Layer build_layer(const Json& j, const std::string& where, bool conv, int& ch, i
                     b[static_cast<std::size_t>(c) * out + o] = w[(static_cast<std::size_t>(c) * out + o) * K + t];
             std::vector<float> packed = pack_b(in, out, b.data(), out);
             L.tap_size = packed.size();
+            keep(packed);
             L.w.insert(L.w.end(), packed.begin(), packed.end());
         }
     }
-    if (static_cast<std::int64_t>(L.out_ch) * L.out_len > kMaxActivation) throw FormatError(where + " output is too large");
     // GEMM strides (stride x channels, kernel x channels) are ints: keep them far from overflow.
     const std::int64_t widest = std::max(L.in_ch, L.out_ch);
     if (widest * std::max(L.stride, L.kernel) > (std::int64_t(1) << 30)) throw FormatError(where + " is too large");
@@ -267,46 +326,151 @@ Layer build_layer(const Json& j, const std::string& where, bool conv, int& ch, i
     return L;
 }
 
-std::vector<char> read_file(const std::string& path, const char* what) {
-    std::ifstream f(path, std::ios::binary);
-    if (!f) throw FormatError(std::string("cannot open ") + what + " at " + path);
-    f.seekg(0, std::ios::end);
-    const std::streamoff size = f.tellg();
-    if (size < 0 || static_cast<std::uint64_t>(size) > kMaxFile) throw FormatError(std::string(what) + " is too large or unreadable");
-    f.seekg(0, std::ios::beg);
-    std::vector<char> data(static_cast<std::size_t>(size));
-    if (size > 0 && !f.read(data.data(), size)) throw FormatError(std::string("cannot read ") + what);
-    return data;
+/// Reads the whole file `name` in the directory `dir_fd`, at most `limit` bytes; never trusts
+/// the size the file system reports. Returns false when the file does not exist.
+bool read_file_at(int dir_fd, const std::string& dir, const char* name, std::uint64_t limit, std::vector<char>& data) {
+    const int fd = ::openat(dir_fd, name, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT) return false;
+        throw FormatError(std::string("cannot open ") + name + " at " + dir + ": " + std::strerror(errno));
+    }
+    data.clear();
+    char buf[1 << 16];
+    for (;;) {
+        const ssize_t got = ::read(fd, buf, sizeof buf);
+        if (got < 0) {
+            if (errno == EINTR) continue;
+            const int err = errno;
+            ::close(fd);
+            throw FormatError(std::string("cannot read ") + name + " at " + dir + ": " + std::strerror(err));
+        }
+        if (got == 0) break;
+        data.insert(data.end(), buf, buf + got);
+        if (data.size() > limit) {
+            ::close(fd);
+            throw FormatError(std::string(name) + " is larger than the limit of " + mib(limit));
+        }
+    }
+    ::close(fd);
+    return true;
+}
+
+bool is_hex_id(const std::string& s) {
+    if (s.size() != 16) return false;
+    for (char c : s) {
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+    }
+    return true;
 }
 
 }  // namespace
 
+std::string bundle_id(const std::string& config_json, const Json& parsed, const std::uint8_t* tensors,
+                      std::size_t tensors_size) {
+    if (!parsed.is_object()) throw FormatError("config.json must be a JSON object");
+    const Json* id = parsed.find("model_id");
+    if (!id || !id->is_string()) throw FormatError("config.json has no string 'model_id'");
+    // The id's own value is blanked, so the id can live inside what it hashes; so is the
+    // creation time, so the same data and seed give the same id.
+    std::vector<const Json*> blank{id};
+    const Json* created = parsed.find("created_at");
+    if (created && created->is_string()) blank.push_back(created);
+    std::sort(blank.begin(), blank.end(), [](const Json* a, const Json* b) { return a->begin() < b->begin(); });
+    std::string blanked;
+    std::size_t at = 0;
+    for (const Json* v : blank) {
+        blanked.append(config_json, at, v->begin() - at);
+        blanked += "\"\"";
+        at = v->end();
+    }
+    blanked.append(config_json, at, std::string::npos);
+    std::uint8_t len[8];
+    for (int i = 0; i < 8; ++i) len[i] = static_cast<std::uint8_t>(static_cast<std::uint64_t>(blanked.size()) >> (8 * i));
+    Sha256 h;
+    h.update(len, 8);
+    h.update(blanked.data(), blanked.size());
+    if (tensors_size) h.update(tensors, tensors_size);
+    return h.hexdigest().substr(0, 16);
+}
+
+std::string bundle_id(const std::string& config_json, const std::uint8_t* tensors, std::size_t tensors_size) {
+    return bundle_id(config_json, Json::parse(config_json), tensors, tensors_size);
+}
+
 Model Model::load_dir(const std::string& dir) {
-    const std::vector<char> config = read_file(dir + "/config.json", "config.json");
-    const std::vector<char> tensors = read_file(dir + "/model.safetensors", "model.safetensors");
-    return load_bytes(std::string(config.begin(), config.end()),
-                      reinterpret_cast<const std::uint8_t*>(tensors.data()), tensors.size());
+    // Both files through one handle on the directory: a bundle replaced by a rename while it is
+    // read gives both files of the old bundle or both of the new. The old directory may be
+    // deleted meanwhile (a missing file after the first): then read the new one.
+    std::vector<char> config, tensors;
+    const char* missing = "config.json";
+    for (int attempt = 0; attempt < 3; ++attempt) {
+        const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dir_fd < 0) throw FormatError("cannot open the bundle directory " + dir + ": " + std::strerror(errno));
+        bool ok = false;
+        try {
+            ok = read_file_at(dir_fd, dir, "config.json", kMaxConfigBytes, config);
+            if (!ok) missing = "config.json";
+            ok = ok && read_file_at(dir_fd, dir, "model.safetensors", kMaxWeightsBytes, tensors);
+            if (!ok && !config.empty()) missing = "model.safetensors";
+        } catch (...) {
+            ::close(dir_fd);
+            throw;
+        }
+        ::close(dir_fd);
+        if (ok) {
+            return load_bytes(std::string(config.begin(), config.end()),
+                              reinterpret_cast<const std::uint8_t*>(tensors.data()), tensors.size());
+        }
+    }
+    throw FormatError(std::string("cannot open ") + missing + " at " + dir + ": no such file");
 }
 
 Model Model::load_bytes(const std::string& config_json, const std::uint8_t* tensor_bytes,
                         std::size_t tensors_size) {
+    if (config_json.size() > kMaxConfigBytes) throw FormatError("config.json is larger than the limit of " + mib(kMaxConfigBytes));
+    if (tensors_size > kMaxWeightsBytes) throw FormatError("model.safetensors is larger than the limit of " + mib(kMaxWeightsBytes));
     const Json cfg = Json::parse(config_json);
+    if (!cfg.is_object()) throw FormatError("config.json must be a JSON object");
     const std::string fmt = cfg.at("format", "config.json").string("config.json format");
-    if (fmt != "memae-ts-bundle") throw FormatError("config.json format is '" + fmt + "', expected 'memae-ts-bundle'");
+    if (fmt != "memae-ts-bundle") throw FormatError("config.json format is '" + printable(fmt) + "', expected 'memae-ts-bundle'");
     const std::int64_t version = cfg.at("format_version", "config.json").integer("config.json format_version", 1, INT32_MAX);
     if (version > kFormatVersion) {
         throw FormatError("bundle format_version " + std::to_string(version) +
                           " is newer than this runtime supports (" + std::to_string(kFormatVersion) +
                           "): upgrade memae-ts to load it");
     }
+    if (version < kFormatVersion) {
+        throw FormatError("bundle format_version " + std::to_string(version) +
+                          " has no integrity id; convert it with 'memae-ts upgrade MODEL' (it checks the old id)");
+    }
+    // Structure of the weights file first (a truncated copy says so), then the integrity id
+    // (a mixed or edited bundle says so), then everything the id does not prove sane.
+    const std::map<std::string, Tensor> tmap = parse_safetensors(tensor_bytes, tensors_size);
     Model m;
+    const std::string stored = cfg.at("model_id", "config.json").string("config.json model_id");
+    m.model_id_ = bundle_id(config_json, cfg, tensor_bytes, tensors_size);
+    if (stored != m.model_id_) {
+        throw FormatError("config.json and model.safetensors do not belong together: config.json names model " +
+                          (is_hex_id(stored) ? stored : "'" + printable(stored) + "'") + ", the two files hash to " +
+                          m.model_id_ + " (half-copied, mixed or edited bundle; copy the whole bundle again)");
+    }
+    std::set<std::string> seen;
     for (const Json& s : cfg.at("sensors", "config.json").items("config.json sensors")) {
-        m.sensors_.push_back(s.string("config.json sensors[]"));
+        const std::string& name = s.string("config.json sensors[]");
+        if (name.empty()) throw FormatError("config.json sensors has an empty name");
+        if (!seen.insert(name).second) throw FormatError("config.json sensors lists '" + printable(name) + "' twice");
+        m.sensors_.push_back(name);
+        if (m.sensors_.size() > static_cast<std::size_t>(kMaxSensors)) {
+            throw FormatError("config.json sensors lists more than " + std::to_string(kMaxSensors) + " names");
+        }
     }
     m.n_sensors_ = static_cast<int>(m.sensors_.size());
-    if (m.n_sensors_ < 1 || m.n_sensors_ > 65536) throw FormatError("config.json sensors must list 1 to 65536 names");
-    m.window_ = static_cast<int>(cfg.at("window", "config.json").integer("config.json window", 1, kMaxDim));
-    if (static_cast<std::int64_t>(m.window_) * m.n_sensors_ > kMaxActivation) throw FormatError("window x sensors is too large");
+    if (m.n_sensors_ < 1) throw FormatError("config.json sensors must list at least one name");
+    m.window_ = static_cast<int>(cfg.at("window", "config.json").integer("config.json window", 1, kMaxWindow));
+    if (static_cast<std::int64_t>(m.window_) * m.n_sensors_ > kMaxInput) {
+        throw FormatError("window x sensors is " + std::to_string(static_cast<std::int64_t>(m.window_) * m.n_sensors_) +
+                          ", over the limit of " + std::to_string(kMaxInput));
+    }
 
     const Json& scaler = cfg.at("scaler", "config.json");
     const auto& center = scaler.at("center", "scaler").items("scaler.center");
@@ -315,57 +479,65 @@ Model Model::load_bytes(const std::string& config_json, const std::uint8_t* tens
         throw FormatError("scaler center/scale must have one value per sensor (" + std::to_string(m.n_sensors_) + ")");
     }
     for (std::size_t i = 0; i < center.size(); ++i) {
-        m.center_.push_back(center[i].number("scaler.center"));
-        const double s = scale[i].number("scaler.scale");
-        if (!(s > 0.0)) throw FormatError("scaler.scale[" + std::to_string(i) + "] must be positive");
+        const std::string at = "[" + std::to_string(i) + "]";
+        const double c = center[i].number("scaler.center" + at);
+        if (!(std::fabs(c) <= kMaxAbsCenter)) throw FormatError("scaler.center" + at + " is beyond +-1e15");
+        const double s = scale[i].number("scaler.scale" + at);
+        if (!(s >= kMinScale && s <= kMaxScale)) {
+            throw FormatError("scaler.scale" + at + " is " + Json::format(s) + ", outside [1e-12, 1e12]");
+        }
+        m.center_.push_back(c);
         m.scale_.push_back(s);
         m.inv_scale_.push_back(1.0 / s);  // in double: identical to dividing once rounded to float
     }
-    m.threshold_ = cfg.at("threshold", "config.json").at("value", "threshold").number("threshold.value");
+    m.threshold_ = req_number(cfg.at("threshold", "config.json"), "value", "threshold", kMinThreshold, kMaxThreshold);
 
-    const std::map<std::string, Tensor> tmap = parse_safetensors(tensor_bytes, tensors_size);
-    Builder tensors(tmap);
+    const Builder tensors(tmap);
     const Json& net = cfg.at("network", "config.json");
     m.kind_ = net.at("kind", "network").string("network.kind");
-    if (m.kind_ != "conv" && m.kind_ != "mlp") throw FormatError("network.kind '" + m.kind_ + "' is not 'conv' or 'mlp'");
+    if (m.kind_ != "conv" && m.kind_ != "mlp") throw FormatError("network.kind '" + printable(m.kind_) + "' is not 'conv' or 'mlp'");
     const bool conv = m.kind_ == "conv";
-    if (net.at("window", "network").integer("network.window", 1, kMaxDim) != m.window_ ||
-        net.at("n_sensors", "network").integer("network.n_sensors", 1, 65536) != m.n_sensors_) {
+    if (net.at("window", "network").integer("network.window", 1, kMaxWindow) != m.window_ ||
+        net.at("n_sensors", "network").integer("network.n_sensors", 1, kMaxSensors) != m.n_sensors_) {
         throw FormatError("network window/n_sensors disagree with config.json window/sensors");
     }
     int ch = conv ? m.n_sensors_ : m.window_ * m.n_sensors_;
     int len = conv ? m.window_ : 1;
     m.max_act_ = static_cast<std::size_t>(m.window_) * m.n_sensors_;
+    std::uint64_t model_bytes = 0;
     const auto& enc = net.at("encoder", "network").items("network.encoder");
     const auto& dec = net.at("decoder", "network").items("network.decoder");
-    if (enc.size() > 256 || dec.size() > 256) throw FormatError("network has too many layers");
+    for (const auto* part : {&enc, &dec}) {
+        if (part->empty() || part->size() > static_cast<std::size_t>(kMaxLayers)) {
+            throw FormatError("network encoder and decoder must each have 1 to " + std::to_string(kMaxLayers) + " layers");
+        }
+    }
     for (std::size_t i = 0; i < enc.size(); ++i) {
-        m.encoder_.push_back(build_layer(enc[i], "encoder[" + std::to_string(i) + "]", conv, ch, len, tensors));
+        m.encoder_.push_back(build_layer(enc[i], "encoder[" + std::to_string(i) + "]", conv, ch, len, tensors, model_bytes));
         m.max_act_ = std::max(m.max_act_, static_cast<std::size_t>(ch) * len);
     }
     m.latent_len_ = len;
     m.latent_dim_ = ch;
-    const Json* mem = net.find("memory");
-    if (mem && !mem->is_null()) {
+    const Json& mem = net.at("memory", "network");
+    if (!mem.is_null()) {
         Memory& M = m.memory_;
         const std::string w = "network.memory";
-        M.slots = get_int(*mem, "slots", w, 1, 1 << 22, -1);
-        M.dim = get_int(*mem, "dim", w, 1, kMaxDim, -1);
+        M.slots = req_int(mem, "slots", w, 1, kMaxSlots);
+        M.dim = req_int(mem, "dim", w, 1, kMaxFeatures);
         if (M.dim != ch) {
             throw FormatError("memory dim " + std::to_string(M.dim) + " does not match the encoder output (" +
                               std::to_string(ch) + ")");
         }
-        const std::string addressing = mem->at("addressing", w).string(w + ".addressing");
+        if (static_cast<std::int64_t>(M.slots) * M.dim > kMaxMemoryFloats) throw FormatError(w + " slots x dim is too large");
+        const std::string addressing = mem.at("addressing", w).string(w + ".addressing");
         if (addressing != "cosine" && addressing != "dot") throw FormatError(w + ".addressing must be 'cosine' or 'dot'");
         M.cosine = addressing == "cosine";
-        M.temperature = finite_float(mem->at("temperature", w), w + ".temperature");
-        if (!(M.temperature > 0.0f)) throw FormatError(w + ".temperature must be positive");
-        M.shrink = finite_float(mem->at("shrink_threshold", w), w + ".shrink_threshold");
-        if (M.shrink < 0.0f || M.shrink >= 1.0f) throw FormatError(w + ".shrink_threshold must be in [0, 1)");
-        const Json* eps = mem->find("epsilon");
-        M.epsilon = (eps && !eps->is_null()) ? finite_float(*eps, w + ".epsilon") : 1e-12f;
-        if (M.epsilon < 0.0f) throw FormatError(w + ".epsilon must not be negative");
-        M.m = tensors.take(mem->at("weight", w), w + ".weight", {M.slots, M.dim});
+        M.temperature = static_cast<float>(req_number(mem, "temperature", w, kMinTemperature, kMaxTemperature));
+        const double shrink = req_number(mem, "shrink_threshold", w, 0.0, 1.0);
+        if (shrink >= 1.0) throw FormatError(w + ".shrink_threshold must be below 1");
+        M.shrink = static_cast<float>(shrink);
+        M.epsilon = static_cast<float>(req_number(mem, "epsilon", w, 0.0, 1.0));
+        M.m = tensors.take(mem.at("weight", w), w + ".weight", {M.slots, M.dim});
         std::vector<float> mt(M.m.size());
         M.inv_norm.resize(static_cast<std::size_t>(M.slots));
         for (int i = 0; i < M.slots; ++i) {
@@ -382,10 +554,12 @@ Model Model::load_bytes(const std::string& config_json, const std::uint8_t* tens
                 for (int i = 0; i < M.slots; ++i) mt[static_cast<std::size_t>(c) * M.slots + i] *= M.inv_norm[static_cast<std::size_t>(i)];
         }
         M.mt = pack_b(M.dim, M.slots, mt.data(), M.slots);
+        model_bytes += (M.mt.size() + M.m.size() + M.inv_norm.size()) * sizeof(float);
+        if (model_bytes > kMaxModelBytes) throw FormatError(w + ": the re-laid weights exceed the limit of " + mib(kMaxModelBytes));
         m.has_memory_ = true;
     }
     for (std::size_t i = 0; i < dec.size(); ++i) {
-        m.decoder_.push_back(build_layer(dec[i], "decoder[" + std::to_string(i) + "]", conv, ch, len, tensors));
+        m.decoder_.push_back(build_layer(dec[i], "decoder[" + std::to_string(i) + "]", conv, ch, len, tensors, model_bytes));
         m.max_act_ = std::max(m.max_act_, static_cast<std::size_t>(ch) * len);
     }
     const bool shape_ok = conv ? (ch == m.n_sensors_ && len == m.window_) : (ch == m.window_ * m.n_sensors_);
@@ -394,8 +568,37 @@ Model Model::load_bytes(const std::string& config_json, const std::uint8_t* tens
                           ") does not match the window (" + std::to_string(m.window_) + " x " +
                           std::to_string(m.n_sensors_) + ")");
     }
+    // Per-call scratch is bounded: the most windows per pass that fit the cap, and a model whose
+    // single window does not fit is refused here rather than allocating at scoring time.
+    const std::uint64_t one = m.scratch_bytes(1);
+    if (one > kMaxScratchBytes) {
+        throw FormatError("scoring one window would need " + mib(one) + " of scratch memory per thread, over the limit of " +
+                          mib(kMaxScratchBytes));
+    }
+    m.chunk_ = 1;
+    while (m.chunk_ < kChunk && m.scratch_bytes(m.chunk_ + 1) <= kMaxScratchBytes) ++m.chunk_;
     m.kernels_ = &select_kernels();
     return m;
+}
+
+std::uint64_t Model::scratch_bytes(int chunk) const {
+    const std::uint64_t c = static_cast<std::uint64_t>(chunk);
+    const std::uint64_t per = static_cast<std::uint64_t>(window_) * n_sensors_;
+    const std::uint64_t latent = static_cast<std::uint64_t>(latent_len_) * latent_dim_;
+    const bool per_window = kind_ == "conv";
+    std::uint64_t pad = 0;
+    for (const auto* layers : {&encoder_, &decoder_}) {
+        for (const Layer& L : *layers) {
+            if (L.op == Op::Conv1d) pad = std::max<std::uint64_t>(pad, static_cast<std::uint64_t>(L.in_len + 2 * L.padding) * L.in_ch);
+        }
+    }
+    std::uint64_t sims = 0, val = 0;
+    if (has_memory_) {
+        sims = std::min<std::uint64_t>(kQueryBlock, c * latent_len_) * memory_.slots;
+        val = static_cast<std::uint64_t>(memory_.slots) + kSelectSlack;
+    }
+    const std::uint64_t floats = per * c + 2 * max_act_ * (per_window ? 1 : c) + pad + latent * c + sims + val + 7 * kAlign;
+    return 4 * (floats + val + kSelectSlack) + 4 * static_cast<std::uint64_t>(n_sensors_);
 }
 
 namespace {
@@ -410,28 +613,65 @@ struct Span {
 
 /// Per-call buffers, carved from one allocation. Uninitialised on purpose: every element is
 /// written before it is read, and zeroing ~100 KB per call would cost as much as a small batch.
+/// With MEMAE_CHECKED_SCRATCH (AddressSanitizer builds) every buffer, and every layer output of
+/// a forward pass, is instead an allocation of exactly its size.
 struct Scratch {
     std::unique_ptr<float[]> block;
     std::unique_ptr<std::int32_t[]> indices;
     Span<float> xs, a, b, pad, z, sims, val;
     Span<std::int32_t> idx;
+#if defined(MEMAE_CHECKED_SCRATCH)
+    std::vector<std::unique_ptr<float[]>> parts;
+    std::vector<std::unique_ptr<float[]>> layer_outs;  // the current forward pass
+#endif
 
     void allocate(std::size_t n_xs, std::size_t n_act, std::size_t n_pad, std::size_t n_z, std::size_t n_sims,
                   std::size_t n_val) {
-        constexpr std::size_t kAlign = 16;  // keep every buffer 64-byte aligned relative to the block
+        const std::pair<Span<float>*, std::size_t> spans[] = {{&xs, n_xs}, {&a, n_act}, {&b, n_act}, {&pad, n_pad},
+                                                              {&z, n_z},   {&sims, n_sims}, {&val, n_val}};
+#if defined(MEMAE_CHECKED_SCRATCH)
+        for (const auto& [span, n] : spans) {
+            parts.emplace_back(new float[n]);
+            span->p = parts.back().get();
+        }
+#else
         auto up = [](std::size_t n) { return (n + kAlign - 1) / kAlign * kAlign; };
-        const std::size_t total = up(n_xs) + 2 * up(n_act) + up(n_pad) + up(n_z) + up(n_sims) + up(n_val);
+        std::size_t total = 0;
+        for (const auto& sp : spans) total += up(sp.second);
         block.reset(new float[total]);
         float* p = block.get();
-        for (auto [span, n] : {std::pair<Span<float>*, std::size_t>{&xs, n_xs}, {&a, n_act}, {&b, n_act},
-                               {&pad, n_pad}, {&z, n_z}, {&sims, n_sims}, {&val, n_val}}) {
+        for (const auto& [span, n] : spans) {
             span->p = p;
             p += up(n);
         }
+#endif
         indices.reset(new std::int32_t[n_val + kSelectSlack]);
         idx.p = indices.get();
     }
+
+    /// Starts a forward pass (checked builds free the previous pass's layer outputs).
+    void begin_pass() {
+#if defined(MEMAE_CHECKED_SCRATCH)
+        layer_outs.clear();
+#endif
+    }
+
+    /// Where a layer writes its n floats: `buf` (one of the two activation buffers), or in
+    /// checked builds a new allocation of exactly n floats.
+    float* layer_out(float* buf, std::size_t n) {
+#if defined(MEMAE_CHECKED_SCRATCH)
+        (void)buf;
+        layer_outs.emplace_back(new float[n]);
+        return layer_outs.back().get();
+#else
+        (void)n;
+        return buf;
+#endif
+    }
 };
+
+/// floor(a / b) for b > 0 (C++ division rounds toward zero).
+inline int floor_div(int a, int b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
 
 void apply_activation(const Layer& L, const KernelTable& k, float* x, std::size_t n) {
     switch (L.op) {
@@ -472,10 +712,12 @@ void apply_layer(const Layer& L, const KernelTable& k, int nb, const float* in, 
                 float* y = out + n * out_sz;
                 for (int t = 0; t < L.out_len; ++t) std::copy(L.b.begin(), L.b.end(), y + static_cast<std::size_t>(t) * L.out_ch);
                 for (int tap = 0; tap < L.kernel; ++tap) {
-                    // Input rows t with 0 <= t*stride - padding + tap < out_len.
+                    // Input rows t with 0 <= t*stride - padding + tap < out_len. Both bounds round
+                    // toward the inside: hi needs floor division, since out_len - 1 + shift is
+                    // negative when a tap lands past the end for every input row (then hi < lo).
                     const int shift = L.padding - tap;
                     const int lo = shift > 0 ? (shift + L.stride - 1) / L.stride : 0;
-                    const int hi = std::min(L.in_len - 1, (L.out_len - 1 + shift) / L.stride);
+                    const int hi = std::min(L.in_len - 1, floor_div(L.out_len - 1 + shift, L.stride));
                     if (hi < lo) continue;
                     const int pos = lo * L.stride - shift;
                     k.gemm(hi - lo + 1, L.out_ch, L.in_ch, x + static_cast<std::size_t>(lo) * L.in_ch, L.in_ch,
@@ -493,6 +735,7 @@ void apply_layer(const Layer& L, const KernelTable& k, int nb, const float* in, 
 /// buf1; returns where the output is (`in` itself when no layer writes).
 const float* forward(const std::vector<Layer>& layers, const KernelTable& k, int nb, const float* in, float* buf0,
                      float* buf1, Scratch& s) {
+    s.begin_pass();
     const float* cur = in;
     float* nxt = buf0;
     float* other = buf1;
@@ -503,12 +746,16 @@ const float* forward(const std::vector<Layer>& layers, const KernelTable& k, int
                 apply_activation(L, k, const_cast<float*>(cur), n);
                 continue;
             }
-            std::copy(cur, cur + n, nxt);
-            apply_activation(L, k, nxt, n);
-        } else {
-            apply_layer(L, k, nb, cur, nxt, s);
+            float* dst = s.layer_out(nxt, n);
+            std::copy(cur, cur + n, dst);
+            apply_activation(L, k, dst, n);
+            cur = dst;
+            std::swap(nxt, other);
+            continue;
         }
-        cur = nxt;
+        float* dst = s.layer_out(nxt, n);
+        apply_layer(L, k, nb, cur, dst, s);
+        cur = dst;
         std::swap(nxt, other);
     }
     return cur;
@@ -537,7 +784,7 @@ void Model::run(const float* windows, int batch, const Outputs& out, int threads
             }
         }
     }
-    threads = std::max(1, std::min(threads, batch / kChunk));
+    threads = std::max(1, std::min(threads, batch / chunk_));
     // Workers take chunks from a shared counter, so a thread that the OS delays simply takes
     // fewer chunks. Results do not depend on who computes which chunk: windows are independent.
     std::atomic<int> next{0};
@@ -581,7 +828,7 @@ void Model::run_chunks(const float* windows, int batch, const Outputs& out, std:
             if (L.op == Op::Conv1d) pad = std::max(pad, static_cast<std::size_t>(L.in_len + 2 * L.padding) * L.in_ch);
         }
     }
-    const int chunk = std::min(kChunk, std::max(1, batch));
+    const int chunk = std::min(chunk_, std::max(1, batch));
     std::size_t sims = 0, slots = 0;
     if (has_memory_) {
         const int queries = std::min(kQueryBlock, chunk * latent_len_);  // 1 row for mlp at batch 1

@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "memae/model.h"
+
 namespace memae::testing {
 
 struct Tensor {
@@ -52,6 +54,20 @@ inline std::vector<std::uint8_t> safetensors_bytes(const std::map<std::string, T
     return out;
 }
 
+/// Writes the integrity id (docs/bundle-format.md) into a config whose top-level "model_id" is
+/// any string, for these tensor bytes. Returns the config unchanged when it has none or is not JSON.
+inline std::string stamp(const std::string& config, const std::vector<std::uint8_t>& tensors) {
+    try {
+        const Json parsed = Json::parse(config);
+        const Json* id = parsed.find("model_id");
+        if (!id || !id->is_string()) return config;
+        const std::string value = bundle_id(config, parsed, tensors.data(), tensors.size());
+        return config.substr(0, id->begin()) + "\"" + value + "\"" + config.substr(id->end());
+    } catch (const FormatError&) {
+        return config;
+    }
+}
+
 /// A conv network: conv1d(k3,s2,p1) -> tanh -> memory -> conv_transpose1d(k3,s2,p1,op1) -> leaky.
 /// Window 12 -> latent length 6 -> 12.
 inline TinyBundle tiny_conv_bundle(unsigned seed = 7) {
@@ -76,7 +92,7 @@ inline TinyBundle tiny_conv_bundle(unsigned seed = 7) {
         for (std::size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
         return s + "]";
     };
-    b.config = R"({"format": "memae-ts-bundle", "format_version": 1, "sensors": ["a", "b", "c"], "window": 12,
+    b.config = R"({"model_id": "", "format": "memae-ts-bundle", "format_version": 2, "sensors": ["a", "b", "c"], "window": 12,
   "scaler": {"kind": "standard", "center": )" + list(b.center) + R"(, "scale": )" + list(b.scale) + R"(},
   "threshold": {"method": "quantile", "value": 0.5},
   "network": {"kind": "conv", "window": 12, "n_sensors": 3,
@@ -85,6 +101,7 @@ inline TinyBundle tiny_conv_bundle(unsigned seed = 7) {
                "shrink_threshold": 0.08, "epsilon": 1e-12},
     "decoder": [{"op": "conv_transpose1d", "weight": "dec.w", "bias": "dec.b", "stride": 2, "padding": 1,
                  "output_padding": 1}, {"op": "leaky_relu", "negative_slope": 0.2}]}})";
+    b.config = stamp(b.config, b.tensors);
     return b;
 }
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 from memae_ts.commands.common import add_data_options, add_engine_option, formatter, read_options
 
@@ -63,10 +65,26 @@ def load_scored(args: argparse.Namespace, require_labels: bool = False):  # type
     return model, data_scored, result
 
 
+def check_output(path: str | None, option: str = "-o") -> None:
+    """Fail before the work, not after it, when the output file cannot be created."""
+    if not path:
+        return
+    from memae_ts.errors import MemaeError
+
+    parent = Path(path).resolve().parent
+    if not parent.is_dir():
+        raise MemaeError(f"{option} {path}: directory {parent} does not exist")
+    if Path(path).is_dir():
+        raise MemaeError(f"{option} {path}: is a directory, not a file")
+    if not os.access(parent, os.W_OK):
+        raise MemaeError(f"{option} {path}: directory {parent} is not writable")
+
+
 def run(args: argparse.Namespace) -> int:
     from memae_ts.scoring import scores_frame
     from memae_ts.stream_score import score_if_too_large
 
+    check_output(args.output)
     if score_if_too_large(args):  # Parquet larger than --memory-limit: streamed, written, reported
         return 0
 

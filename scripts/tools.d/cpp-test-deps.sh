@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # C++ test dependencies from Debian: GoogleTest (+ cmake, ninja, g++ if a machine lacks them),
-# and on x86-64 an aarch64 cross compiler with qemu-user, so the NEON kernels are tested too.
+# clang with libFuzzer and the sanitizer runtimes (the bounded fuzz runs), and on x86-64 the
+# aarch64 and armhf cross compilers with qemu-user, so the NEON and 32-bit ARM builds are tested.
 # Called by scripts/install-test-tools.sh with the tools dir as $1 (unused: these are system
 # packages). Idempotent: when everything is installed it only runs dpkg queries.
 set -euo pipefail
 need=()
-packages=(libgtest-dev googletest cmake ninja-build g++)
-[ "$(uname -m)" = "x86_64" ] && packages+=(g++-aarch64-linux-gnu qemu-user)
+packages=(libgtest-dev googletest cmake ninja-build g++ clang libclang-rt-14-dev)
+[ "$(uname -m)" = "x86_64" ] && packages+=(g++-aarch64-linux-gnu g++-arm-linux-gnueabihf qemu-user)
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done

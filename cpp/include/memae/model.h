@@ -1,7 +1,8 @@
 // A loaded MemAE bundle (docs/bundle-format.md) and its forward pass.
 //
-// Loading validates everything up front (JSON, safetensors bounds, graph shapes, finite weights)
-// and re-lays the weights out for the kernels, so scoring can trust the model and never checks
+// Loading validates everything up front (sizes, JSON, safetensors bounds, the integrity id that
+// ties config.json to model.safetensors, graph shapes, finite weights, resource limits) and
+// re-lays the weights out for the kernels, so scoring can trust the model and never checks
 // again. A Model is immutable after loading: every call gets its own scratch, so one Model can
 // be used from many threads at once.
 #pragma once
@@ -16,8 +17,43 @@
 
 namespace memae {
 
-constexpr int kFormatVersion = 1;
+constexpr int kFormatVersion = 2;
 
+/// Load-time limits (docs/bundle-format.md, "Limits"). Far above any sensor model, low enough
+/// that a crafted 1 KB bundle cannot make a gateway allocate more than kMaxScratchBytes per
+/// scoring call and thread, or overflow an `int` size anywhere.
+namespace limits {
+constexpr std::uint64_t kMaxConfigBytes = 8u << 20;      // config.json
+constexpr std::uint64_t kMaxWeightsBytes = 1u << 30;     // model.safetensors
+constexpr std::uint64_t kMaxHeaderBytes = 1u << 20;      // safetensors JSON header
+constexpr int kMaxSensors = 4096;
+constexpr int kMaxWindow = 16384;
+constexpr std::int64_t kMaxInput = 1 << 20;              // window x sensors
+constexpr int kMaxFeatures = 1 << 20;                    // channels (conv) or features (linear)
+constexpr int kMaxKernel = 1024;
+constexpr int kMaxStride = 1024;                         // also padding and output_padding
+constexpr int kMaxLength = 1 << 20;                      // time length of any activation
+constexpr std::int64_t kMaxActivation = 1 << 22;         // floats of one layer output, one window
+constexpr int kMaxLayers = 64;                           // per encoder / decoder
+constexpr int kMaxSlots = 65536;
+constexpr std::int64_t kMaxMemoryFloats = 1 << 24;       // slots x dim
+constexpr std::uint64_t kMaxScratchBytes = 64u << 20;    // per scoring call and thread
+constexpr double kMinScale = 1e-12, kMaxScale = 1e12;    // scaler.scale
+constexpr double kMaxAbsCenter = 1e15;                   // |scaler.center|
+constexpr double kMinThreshold = 1e-12, kMaxThreshold = 1e12;
+constexpr double kMinTemperature = 1e-4, kMaxTemperature = 1e4;
+constexpr double kMaxAbsSlope = 1e3;                     // leaky_relu negative_slope
+}  // namespace limits
+
+/// The integrity id of a bundle (docs/bundle-format.md, "Integrity"): the first 16 hex digits of
+/// SHA-256 over the length of C (u64, little-endian), C, then model.safetensors, where C is
+/// config.json with the values of its top-level "model_id" and (when a string) "created_at"
+/// replaced by "". Throws FormatError when the
+/// config is not a JSON object with a string "model_id".
+std::string bundle_id(const std::string& config_json, const std::uint8_t* tensors, std::size_t tensors_size);
+/// Same, from an already parsed config (the caller's buffer).
+std::string bundle_id(const std::string& config_json, const Json& parsed, const std::uint8_t* tensors,
+                      std::size_t tensors_size);
 enum class Op { Conv1d, ConvTranspose1d, Linear, Relu, LeakyRelu, Tanh };
 
 struct Layer {
@@ -57,6 +93,7 @@ public:
     static Model load_bytes(const std::string& config_json, const std::uint8_t* tensors,
                             std::size_t tensors_size);
 
+    const std::string& model_id() const { return model_id_; }
     int window() const { return window_; }
     int n_sensors() const { return n_sensors_; }
     const std::string& kind() const { return kind_; }
@@ -70,6 +107,10 @@ public:
     const KernelTable& kernels() const { return *kernels_; }
     /// Use another kernel table (tests compare ISAs on one model).
     void set_kernels(const KernelTable& k) { kernels_ = &k; }
+    /// Windows per pass through the network (at most 16; fewer when the scratch cap demands).
+    int chunk() const { return chunk_; }
+    /// Bytes of per-call scratch one thread needs at `chunk` windows per pass.
+    std::uint64_t scratch_bytes(int chunk) const;
 
     /// Scores `batch` raw windows (batch, window, sensors), row-major, finite. `threads` > 1
     /// splits the batch over that many threads.
@@ -79,7 +120,8 @@ private:
     /// Scores chunks of kChunk windows taken from `next` until the batch is done.
     void run_chunks(const float* windows, int batch, const Outputs& out, std::atomic<int>& next) const;
 
-    std::string kind_;
+    std::string kind_, model_id_;
+    int chunk_ = 1;
     int window_ = 0, n_sensors_ = 0, latent_len_ = 1, latent_dim_ = 0;
     std::vector<std::string> sensors_;
     std::vector<double> center_, scale_, inv_scale_;  // double: sensor offsets can be large
