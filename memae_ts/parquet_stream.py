@@ -36,6 +36,7 @@ import pandas as pd
 
 from memae_ts.data import (
     ColumnRoles,
+    DataWarning,
     SensorData,
     _label_values,
     _read_sensor,
@@ -54,7 +55,10 @@ SAMPLE_ROWS = 20_000  # the rows that decide which column is what (as `inspect` 
 IN_MEMORY_BYTES_PER_CELL = 48
 # Peak bytes per cell while one record batch is turned into numbers and filled (Arrow batch,
 # pandas frame, float64 values, marker masks, the filled copy and the windows cut from it).
-BATCH_BYTES_PER_CELL = 64
+BATCH_BYTES_PER_CELL = 128
+# pyarrow holds about this many times a row group's uncompressed size while a batch of it is
+# read (measured: 27 MB for a row group of 50,000 rows × 21 float64 columns, 8.4 MB).
+READER_BYTES_PER_GROUP_BYTE = 3
 MIN_BATCH_ROWS = 1024
 MIN_MEMORY_LIMIT = 2**20
 MAX_BATCH_ROWS = 1 << 20
@@ -147,6 +151,21 @@ class ParquetDataset:
         """'file: row group N' for messages."""
         return f"{self.files[group.file].path}: row group {group.index}"
 
+    def warn_large_row_groups(self, memory_limit: int) -> None:
+        """Row groups are the file's, not ours: say so when reading one alone takes much of the
+        limit, and what to do."""
+        largest = max(group.nbytes for group in self.groups)
+        need = READER_BYTES_PER_GROUP_BYTE * largest
+        if need > memory_limit // 2:
+            warnings.warn(
+                f"{self.source}: its largest row group holds {format_bytes(largest)} of uncompressed "
+                f"data; pyarrow needs about {format_bytes(need)} to read one, on top of the memory limit "
+                f"of {format_bytes(memory_limit)}: write the files with smaller row groups "
+                f"(row_group_size in pyarrow) for a tighter bound",
+                DataWarning,
+                stacklevel=3,
+            )
+
     def batch_rows(self, budget: int) -> int:
         """Rows per record batch so that one batch in flight stays within `budget` bytes."""
         rows = budget // max(1, len(self.columns) * BATCH_BYTES_PER_CELL)
@@ -157,6 +176,7 @@ class ParquetDataset:
     ) -> Iterator[pd.DataFrame]:
         """The row group's rows as DataFrames of at most `batch_rows` rows (partition keys as
         columns); a damaged file is a DataError naming the file and the row group."""
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         info = self.files[group.file]
@@ -165,6 +185,7 @@ class ParquetDataset:
             # Only partition keys asked for: the footer knows the row count.
             yield _with_partition(pd.DataFrame(index=pd.RangeIndex(group.rows)), info, columns)
             return
+        pool = pa.default_memory_pool()
         try:
             handle = pq.ParquetFile(info.path, buffer_size=READ_BUFFER_BYTES, pre_buffer=False)
             batches = handle.iter_batches(
@@ -174,7 +195,11 @@ class ParquetDataset:
                 frame = batch.to_pandas(ignore_metadata=True)
                 frame = frame[[c for c in frame.columns if not _INDEX_COLUMN.match(str(c))]]
                 frame.columns = [str(c).strip() for c in frame.columns]
+                del batch
                 yield _with_partition(frame, info, columns)
+                # pyarrow's allocator (mimalloc) keeps freed pages for reuse; hand them back,
+                # or the process grows by several row groups' worth (measured: +50 MB at 64 MB).
+                pool.release_unused()
         except DataError:
             raise
         except Exception as exc:  # pyarrow raises OSError/ArrowInvalid/ArrowIOError for damage
@@ -262,10 +287,10 @@ def _check_same_columns(source: str, files: list[ParquetFile]) -> None:
         missing = [c for c in reference.columns if c not in other.columns]
         extra = [c for c in other.columns if c not in reference.columns]
         parts = [f"lacks {missing}"] if missing else []
-        parts += [f"has {extra} that {reference.path} lacks"] if extra else []
+        parts += [f"has {extra}"] if extra else []
         raise DataError(
-            f"{source}: files disagree on columns: {other.path} {' and '.join(parts)} "
-            f"(compared with {reference.path}); give each tag its own column in every file"
+            f"{source}: files disagree on columns: {other.path} {' and '.join(parts)}, compared with "
+            f"{reference.path}; every file of a dataset needs the same columns"
         )
 
 
@@ -316,21 +341,24 @@ class Rows:
 
 
 def decide_layout(
-    dataset: ParquetDataset, roles: ColumnRoles, options: ReadOptions
+    dataset: ParquetDataset, roles: ColumnRoles, options: ReadOptions, memory_limit: int
 ) -> tuple[Layout, DataSummary]:
-    """Column roles from the first SAMPLE_ROWS rows, by the in-memory reader's own rules.
+    """Column roles from the first rows (SAMPLE_ROWS, fewer when the memory limit is small: the
+    in-memory reader needs IN_MEMORY_BYTES_PER_CELL), by the in-memory reader's own rules.
 
     Returns the layout and the sample's summary (time format, ignored columns, suspected machine
     column), which the streaming passes complete with counts over the whole dataset.
     """
+    cells = max(1, len(dataset.columns) * IN_MEMORY_BYTES_PER_CELL)
+    wanted = int(min(SAMPLE_ROWS, max(MIN_BATCH_ROWS, memory_limit // 4 // cells)))
     pieces: list[pd.DataFrame] = []
     have = 0
     for group in dataset.groups:
-        for frame in dataset.read(group, None, SAMPLE_ROWS):
-            pieces.append(frame.iloc[: SAMPLE_ROWS - have])
-            have += len(pieces[-1])
-            break
-        if have >= SAMPLE_ROWS:
+        frames = dataset.read(group, None, wanted - have)
+        pieces.append(next(frames))
+        frames.close()
+        have += len(pieces[-1])
+        if have >= wanted:
             break
     frame = pd.concat(pieces, ignore_index=True) if len(pieces) > 1 else pieces[0]
     table = RawTable(
@@ -445,7 +473,8 @@ def in_time_order(
     hint: str,
 ) -> np.ndarray:
     """Which of one machine's rows to keep: all but repeats of the previous timestamp. A time
-    earlier than the one before it is an error: streaming cannot sort what it has not read."""
+    earlier than the one before it is an error: streaming cannot sort what it has not read.
+    `lines` are the rows' positions in the row group `where` names."""
     if times is None or times.size == 0:
         return np.ones(lines.size, dtype=bool)
     previous = np.concatenate([[times[0] if last_time is None else last_time], times[:-1]])
@@ -454,7 +483,7 @@ def in_time_order(
         i = int(back[0])
         who = f"asset {asset!r}: " if asset is not None else ""
         raise DataError(
-            f"{where}: {who}rows are not in time order: line {lines[i]} "
+            f"{where}: {who}rows are not in time order: its row {lines[i]} "
             f"({pd.Timestamp(times[i], tz='UTC').isoformat()}) comes after "
             f"{pd.Timestamp(previous[i], tz='UTC').isoformat()}; {hint}"
         )
@@ -625,7 +654,7 @@ def stream_pieces(
                     tail.last_time,
                     where=dataset.where(group),
                     asset=asset,
-                    lines=rows.lines[idx],
+                    lines=rows.lines[idx] - (group.first_row + 2),
                     hint=hint,
                 )
                 idx = idx[ok]

@@ -83,6 +83,7 @@ def score_parquet(
             f"{dataset.source}: the model resamples its input, which needs the whole series in memory; "
             f"raise --memory-limit above {format_bytes(dataset.estimated_in_memory_bytes())}"
         )
+    dataset.warn_large_row_groups(memory_limit)
     roles = ColumnRoles(
         time_column=time_column or config.get("time_column"),
         asset_column=asset_column or config.get("asset_column"),
@@ -90,7 +91,7 @@ def score_parquet(
         sensors=list(model.sensors_),
         drop_duplicates=drop_duplicates,
     )
-    layout, _ = decide_layout(dataset, roles, options or model.read_options())
+    layout, _ = decide_layout(dataset, roles, options or model.read_options(), memory_limit)
     window = int(config["window"])
     max_gap, max_fill = config["max_gap_seconds"], int(config["max_fill_rows"])
     keep = context_rows(window, max_fill)
