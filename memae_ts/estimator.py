@@ -78,7 +78,7 @@ class MemAE:
         use_memory: bool = True,
         memory_slots: int = 200,
         addressing: str = "cosine",
-        temperature: float = 0.05,
+        temperature: float | None = None,
         learn_temperature: bool = False,
         shrink_threshold: float | None = None,
         entropy_weight: float = 2e-4,

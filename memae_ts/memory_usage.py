@@ -34,7 +34,8 @@ def collapse_warning(usage: dict[str, float]) -> str | None:
         return (
             f"the memory collapsed: every held-out window is read from the same one of "
             f"{usage['slots']} slots, so anomalies and normal windows reconstruct alike. "
-            "Refit with a higher --temperature (e.g. 0.5) or --addressing dot."
+            "Refit with a higher --temperature (e.g. 0.5 instead of the default 0.05), or with "
+            "--addressing dot, which uses temperature 1 unless --temperature is given."
         )
     return None
 

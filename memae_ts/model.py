@@ -18,6 +18,8 @@ from torch import nn
 ARCHITECTURES = ("conv", "mlp")
 ACTIVATIONS = ("relu", "leaky_relu", "tanh")
 ADDRESSINGS = ("cosine", "dot")
+COSINE_TEMPERATURE = 0.05  # the default T for cosine addressing (see NetworkSpec)
+DOT_TEMPERATURE = 1.0  # dot addressing as in the authors' code: softmax of the raw dot products
 LEAKY_SLOPE = 0.01
 SHRINK_EPSILON = 1e-12
 NORM_EPSILON = 1e-12
@@ -46,9 +48,14 @@ class NetworkSpec:
     use_memory: bool = True
     memory_slots: int = 200
     addressing: str = "cosine"
-    temperature: float = 0.05
+    temperature: float | None = None  # None: 0.05 for cosine, 1 for dot addressing
     learn_temperature: bool = False
     shrink_threshold: float | None = None  # None: 1/N; 0 turns sparsity off
+
+    def resolved_temperature(self) -> float:
+        if self.temperature is None:
+            return DOT_TEMPERATURE if self.addressing == "dot" else COSINE_TEMPERATURE
+        return float(self.temperature)
 
     def resolved_shrink_threshold(self) -> float:
         if self.shrink_threshold is None:
@@ -68,7 +75,7 @@ def validate_spec(spec: NetworkSpec) -> None:
         raise ValueError(f"addressing must be one of {ADDRESSINGS}, got {spec.addressing!r}")
     if spec.memory_slots < 1 or spec.latent < 1 or spec.window < 1 or spec.n_sensors < 1:
         raise ValueError("memory_slots, latent, window and n_sensors must be positive")
-    if spec.temperature <= 0:
+    if not spec.resolved_temperature() > 0:
         raise ValueError(f"temperature must be positive, got {spec.temperature}")
     if spec.kernel_size < 1 or spec.kernel_size % 2 == 0:
         raise ValueError(f"kernel_size must be odd and positive, got {spec.kernel_size}")
@@ -202,7 +209,7 @@ class MemAENet(nn.Module):
                 spec.memory_slots,
                 spec.latent,
                 addressing=spec.addressing,
-                temperature=spec.temperature,
+                temperature=spec.resolved_temperature(),
                 learn_temperature=spec.learn_temperature,
                 shrink_threshold=spec.resolved_shrink_threshold(),
             )

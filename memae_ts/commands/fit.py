@@ -127,7 +127,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--temperature",
         type=float,
         default=D["temperature"],
-        help="softmax temperature on the similarities (default %(default)s; see README)",
+        help="softmax temperature on the similarities (default 0.05 for cosine, 1 for dot; see README)",
     )
     m.add_argument("--learn-temperature", action="store_true", help="learn the temperature")
     m.add_argument(
