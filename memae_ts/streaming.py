@@ -15,16 +15,24 @@ streams the data by row group instead of reading it whole:
    statistics on the training rows: exact streaming mean/std, or median/IQR of a bounded
    deterministic sample (every k-th training row);
 3. **training**: the training windows are known as ranges of row numbers, so each epoch samples
-   its windows uniformly over all of them (as in memory), reads the row groups that hold them in
-   a seeded random order and passes the windows through a bounded shuffle buffer; a row group
-   read out of order starts from the machines' last rows before it, kept from pass 2. The
-   held-out sample for early stopping and the threshold is read once, evenly spaced over the
-   held-out windows. Under torchrun each rank reads its own share of the row groups.
+   its windows uniformly over all of them (as in memory: a full pass, or `steps_per_epoch`
+   batches), reads the row groups that hold them in a seeded random order, several side by side
+   as memory allows, and draws batches from a bounded shuffle buffer that holds rows rather than
+   windows (`WindowPool`). A row group read out of order starts from the machines' last rows
+   before it, kept from pass 2. The held-out sample for early stopping and the threshold is
+   read once, evenly spaced over the held-out windows. Under torchrun each rank reads its own
+   share of the row groups and draws as many windows per epoch as every other rank.
 
 Labelled faults are left out as in memory; the same seed and memory limit give the same bundle.
-Memory: one record batch (a quarter of the limit), the shuffle buffer (an eighth), the held-out
-sample, the robust scaler's sample and the saved machine contexts (a sixteenth each), plus the
-process itself (Python, torch, the network) and pyarrow's buffers for one row group.
+With the budget large enough, the scaler, the training windows and the held-out sample are
+exactly those of the in-memory fit (tested); only the order of the windows differs.
+
+Memory (`Budget`): record batches in flight (a quarter of the limit, shared by the row groups
+read side by side), the window pool (an eighth), the held-out sample, the robust scaler's sample
+and the saved machine tails (a sixteenth each); beyond the limit: the process itself (Python,
+torch, the network) and pyarrow's buffers for each row group being read (about three times its
+uncompressed size: `READER_BYTES_PER_GROUP_BYTE`), plus per-stretch bookkeeping (about 100 bytes
+per gap in the data).
 """
 
 from __future__ import annotations
@@ -866,18 +874,103 @@ def fit_streaming(
     `report` receives the data summary (what `fit` prints before training) once the statistics
     pass has read everything; `options` are the reading options (default: the model's).
     """
-    torch = require_torch()
-    from memae_ts.data import MAX_SILENT_DUPLICATE_SHARE, _warn_markers
+    require_torch()
     from memae_ts.engine_torch import TorchEngine
-    from memae_ts.model import MemAENet, NetworkSpec, validate_spec
     from memae_ts.train import TrainSettings, distributed_from_env, train
 
     if plan is None:
         dataset = open_dataset(X)
         limit = parse_memory_limit(model.memory_limit)
         plan = StreamingPlan(dataset, limit, dataset.estimated_in_memory_bytes())
-    dataset = plan.dataset
-    source = dataset.source
+    _check_params(model, plan)
+    dist = distributed_from_env(model.device)
+
+    def tell(text: str) -> None:  # rank 0 speaks: through `report` (the CLI prints), else the log
+        if dist.is_main:
+            report(text) if report is not None else log.info("%s", text)
+
+    tell(plan.announcement())
+    progress = bool(model.verbose) and dist.is_main
+    read = _read_statistics(model, plan, options or model.read_options(), drop_duplicates, progress)
+    tell(read.summary.format(short=True))
+    windows = _windows_and_summary(model, read)
+    source = plan.dataset.source
+    held_out = windows.validation
+    if held_out.total() < 10:
+        warnings.warn(
+            f"{source}: only {held_out.total()} held-out windows; the threshold is calibrated on "
+            "training windows instead, which tends to set it too low. Provide more data.",
+            DataWarning,
+            stacklevel=2,
+        )
+        held_out = windows.train
+    n_held, wanted = held_out.total(), read.budget.validation_windows
+    picks = np.arange(n_held)  # evenly spaced over the held-out windows when more than wanted
+    if n_held > wanted:
+        picks = np.linspace(0, n_held - 1, wanted).round().astype(np.int64)
+    scaler = _scaler(model, read)
+    streamed = Streamed(
+        plan.dataset, read.layout, read.scanned.assets, read.units, read.stats.contexts, read.rules, scaler,
+        read.budget,
+    )
+    val_windows = streamed.gather(held_out, picks, progress)
+    _log_peak(source, "held-out sample")
+
+    spec, net = _network(model, len(read.layout.sensors))
+    settings = TrainSettings(
+        epochs=model.epochs,
+        batch_size=model.batch_size,
+        learning_rate=model.learning_rate,
+        entropy_weight=model.entropy_weight,
+        patience=model.patience,
+        seed=model.seed,
+        device=model.device,
+        progress=model.verbose,
+    )
+    per_epoch = min(windows.train.total(), model._windows_per_epoch())
+    share, per_rank = rank_share(windows.train, len(read.units), per_epoch, dist.rank, dist.world, source)
+    batches = StreamedWindows(streamed, share, per_rank, model.batch_size, model.seed, dist.rank)
+    history = train(net, batches, val_windows, settings, dist)
+    _log_peak(source, "training")
+    del batches
+
+    config: dict[str, Any] = {
+        "library_version": __version__,
+        "created_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "sensors": list(read.layout.sensors),
+        "time_column": read.layout.time_column,
+        "asset_column": read.layout.asset_column,
+        "window": model.window,
+        "stride": model.stride,
+        "max_gap_seconds": read.rules.max_gap,
+        "max_fill_rows": model.max_fill,
+        "reading": {"time_format": model.time_format, "dayfirst": model.dayfirst, "tz": model.tz},
+        "data": read.summary.to_dict(),
+        "scaler": scaler.to_config(),
+        "threshold": {"method": "pending", "value": 1.0},
+        "network": net.export_graph(),
+        "training": {
+            "network_spec": spec.to_dict(),
+            "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in model.get_params().items()},
+            "data_source": os.path.basename(source.rstrip("/\\")),
+            "data_fingerprint": read.stats.fingerprint,
+            "n_rows": sum(read.scanned.rows),
+            "n_train_windows": windows.train.total(),
+            "n_val_windows": int(picks.size),
+            **history.to_dict(),
+            "streaming": {
+                **read.budget.to_config(),
+                "units": len(read.units),
+                "estimated_in_memory": plan.estimated_bytes,
+            },
+        },
+    }
+    return _calibrate_and_finish(model, config, net, val_windows, scaler, source, TorchEngine)
+
+
+def _check_params(model: MemAE, plan: StreamingPlan) -> None:
+    """What the in-memory fit checks before reading, and what streaming cannot do."""
+    source = plan.dataset.source
     if model.resample is not None:
         raise DataError(
             f"{source}: --resample needs the whole series in memory; resample the export first or "
@@ -887,13 +980,30 @@ def fit_streaming(
         raise DataError(f"validation_fraction must be in (0, 1), got {model.validation_fraction}")
     if model.scaler not in ("standard", "robust"):
         raise DataError(f"unknown scaler {model.scaler!r}; choose one of ('standard', 'robust')")
-    dist = distributed_from_env(model.device)
+    if model.window < 1 or model.stride < 1:
+        raise DataError(f"window ({model.window}) and stride ({model.stride}) must be positive")
 
-    def tell(text: str) -> None:  # rank 0 speaks: through `report` (the CLI prints), else the log
-        if dist.is_main:
-            report(text) if report is not None else log.info("%s", text)
 
-    tell(plan.announcement())
+@dataclass
+class _Read:
+    """Everything the scan and statistics passes learned, and the rules they applied."""
+
+    layout: Layout
+    summary: DataSummary
+    budget: Budget
+    scanned: Scan
+    rules: Rules
+    units: list[list[int]]
+    stats: Stats
+
+
+def _read_statistics(
+    model: MemAE, plan: StreamingPlan, options: ReadOptions, drop_duplicates: bool, progress: bool
+) -> _Read:
+    """Passes 1 and 2: column roles, order, counts, sampling period, gaps, fill, scaler data."""
+    from memae_ts.data import MAX_SILENT_DUPLICATE_SHARE, _warn_markers
+
+    dataset, source = plan.dataset, plan.dataset.source
     dataset.warn_large_row_groups(plan.memory_limit)
     roles = ColumnRoles(
         time_column=model.time_column,
@@ -903,11 +1013,8 @@ def fit_streaming(
         detect_labels=True,
         drop_duplicates=drop_duplicates,
     )
-    layout, summary = decide_layout(dataset, roles, options or model.read_options(), plan.memory_limit)
-    n_sensors = len(layout.sensors)
-    budget = Budget.plan(plan.memory_limit, dataset, model.window, n_sensors, model.batch_size)
-    progress = bool(model.verbose) and dist.is_main
-
+    layout, summary = decide_layout(dataset, roles, options, plan.memory_limit)
+    budget = Budget.plan(plan.memory_limit, dataset, model.window, len(layout.sensors), model.batch_size)
     scanned = scan(dataset, layout, budget.batch_rows, progress)
     _log_peak(source, "scan")
     _summarise_scan(summary, scanned, layout)
@@ -924,12 +1031,12 @@ def fit_streaming(
             f"{source}: {scanned.duplicates} duplicate timestamp(s) in {layout.time_column!r} "
             f"(e.g. line(s) {lines}); keeping the first reading of each",
             DataWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
     period = summary.period_seconds
-    max_gap = model.max_gap if model.max_gap is not None else (
-        None if period is None or layout.time_column is None else DEFAULT_GAP_PERIODS * period
-    )
+    max_gap = model.max_gap
+    if max_gap is None and period is not None and layout.time_column is not None:
+        max_gap = DEFAULT_GAP_PERIODS * period  # the in-memory default: 3 sampling periods
     cuts = [round(n * (1 - model.validation_fraction)) for n in scanned.rows]
     rules = Rules(
         window=model.window,
@@ -941,9 +1048,7 @@ def fit_streaming(
         robust_every=max(1, math.ceil(sum(cuts) / budget.robust_rows)),
         robust=model.scaler == "robust",
     )
-    if model.window < 1 or model.stride < 1:
-        raise DataError(f"window ({model.window}) and stride ({model.stride}) must be positive")
-    units = _units(dataset, scanned, rules.keep, n_sensors, budget.context_bytes)
+    units = _units(dataset, scanned, rules.keep, len(layout.sensors), budget.context_bytes)
     stats = statistics(dataset, layout, scanned, units, rules, budget.batch_rows, progress)
     _log_peak(source, "statistics")
     summary.missing = {sensor: dict(stats.missing.get(sensor, {})) for sensor in layout.sensors}
@@ -951,17 +1056,22 @@ def fit_streaming(
         if sum(counts.values()) >= scanned.rows_read:
             raise DataError(f"{source}: sensor column {sensor!r} is empty")
     _warn_markers(source, summary.missing)
-    tell(summary.format(short=True))
+    return _Read(layout, summary, budget, scanned, rules, units, stats)
 
-    windows = choose_windows(stats, scanned, units, rules)
-    rows_total = sum(scanned.rows)
+
+def _windows_and_summary(model: MemAE, read: _Read) -> Windows:
+    """The training and held-out windows; what the gap rules and labels did, into the summary
+    (as the in-memory fit's `gap_report` and labelled-fault note)."""
+    source, layout, stats, rules = read.layout.source, read.layout, read.stats, read.rules
+    windows = choose_windows(stats, read.scanned, read.units, rules)
+    rows = sum(read.scanned.rows)
     lengths = np.array([b - a for machine in stats.runs for a, b in machine], dtype=np.int64)
-    summary.gaps = {
+    read.summary.gaps = {
         "window": model.window,
-        "rows": rows_total,
+        "rows": rows,
         "segments": int(lengths.size),
         "rows_in_windows": int(lengths[lengths >= model.window].sum()),
-        "max_gap_seconds": max_gap,
+        "max_gap_seconds": rules.max_gap,
         "max_fill": model.max_fill,
         "time_splits": stats.time_splits,
         "filled": {s: int(n) for s, n in zip(layout.sensors, stats.filled, strict=True) if n},
@@ -969,13 +1079,13 @@ def fit_streaming(
     }
     if windows.total == 0:
         raise DataError(
-            f"{source}: no complete window of {model.window} rows: the data has {rows_total} rows and "
+            f"{source}: no complete window of {model.window} rows: the data has {rows} rows and "
             f"its longest stretch without gaps or missing values is {windows.longest} rows. "
             f"Use a smaller --window, a larger --max-gap, or more data."
         )
     labelled = sum(b - a for machine in stats.labelled for a, b in machine)
     if labelled and model.train_on_labelled:
-        summary.training = {
+        read.summary.training = {
             "note": f"{labelled} labelled row(s) trained on as normal (--train-on-labelled)",
             "excluded_windows": 0,
         }
@@ -985,42 +1095,34 @@ def fit_streaming(
             f"anomalous in {layout.label_column!r} and are left out of training and calibration "
             f"(--train-on-labelled keeps them)"
         )
-        summary.training = {"note": note, "excluded_windows": windows.touched}
+        read.summary.training = {"note": note, "excluded_windows": windows.touched}
         if windows.touched == windows.total:
             raise DataError(f"{source}: every window touches a labelled row: {note}")
-    n_train = windows.train.total()
-    if n_train == 0:
+    if windows.train.total() == 0:
         raise DataError(f"{source}: too little data to train: no window before the validation split")
-    held_out = windows.validation
-    if held_out.total() < 10:
-        warnings.warn(
-            f"{source}: only {held_out.total()} held-out windows; the threshold is calibrated on "
-            "training windows instead, which tends to set it too low. Provide more data.",
-            DataWarning,
-            stacklevel=2,
-        )
-        held_out = windows.train
-    n_held = held_out.total()
-    picks = (
-        np.arange(n_held)
-        if n_held <= budget.validation_windows
-        else np.linspace(0, n_held - 1, budget.validation_windows).round().astype(np.int64)
-    )
+    return windows
 
-    if rules.robust:
-        sample = np.concatenate(stats.robust_sample) if stats.robust_sample else np.empty((0, n_sensors))
+
+def _scaler(model: MemAE, read: _Read) -> Scaler:
+    """Standard: the exact streamed mean and std; robust: median and IQR of the sample."""
+    source, sensors, stats = read.layout.source, read.layout.sensors, read.stats
+    if read.rules.robust:
+        sample = np.concatenate(stats.robust_sample) if stats.robust_sample else np.empty((0, len(sensors)))
         if sample.shape[0] == 0:
             raise DataError(f"{source}: no training row without missing values to fit the scaler on")
-        scaler = Scaler.fit(sample, "robust", layout.sensors, min_relative_scale=model.min_relative_scale)
-    else:
-        if stats.moments.count == 0 or stats.moments.mean is None:
-            raise DataError(f"{source}: no training row without missing values to fit the scaler on")
-        scaler = Scaler.from_statistics(
-            "standard", stats.moments.mean, stats.moments.std(), layout.sensors, model.min_relative_scale
-        )
-    streamed = Streamed(dataset, layout, scanned.assets, units, stats.contexts, rules, scaler, budget)
-    val_windows = streamed.gather(held_out, picks, progress)
-    _log_peak(source, "held-out sample")
+        return Scaler.fit(sample, "robust", sensors, min_relative_scale=model.min_relative_scale)
+    if stats.moments.count == 0 or stats.moments.mean is None:
+        raise DataError(f"{source}: no training row without missing values to fit the scaler on")
+    return Scaler.from_statistics(
+        "standard", stats.moments.mean, stats.moments.std(), sensors, model.min_relative_scale
+    )
+
+
+def _network(model: MemAE, n_sensors: int) -> tuple[Any, Any]:
+    """The network spec and a freshly seeded network, as the in-memory fit builds them."""
+    import torch
+
+    from memae_ts.model import MemAENet, NetworkSpec, validate_spec
 
     spec = NetworkSpec(
         arch=model.arch,
@@ -1043,65 +1145,24 @@ def fit_streaming(
     except ValueError as exc:
         raise DataError(str(exc)) from exc
     torch.manual_seed(model.seed)
-    net = MemAENet(spec)
-    settings = TrainSettings(
-        epochs=model.epochs,
-        batch_size=model.batch_size,
-        learning_rate=model.learning_rate,
-        entropy_weight=model.entropy_weight,
-        patience=model.patience,
-        seed=model.seed,
-        device=model.device,
-        progress=model.verbose,
-    )
-    if dist.world > len(units):
+    return spec, MemAENet(spec)
+
+
+def rank_share(
+    train: WindowSet, n_units: int, per_epoch: int, rank: int, world: int, source: str
+) -> tuple[WindowSet, int]:
+    """This rank's training windows (those in every `world`-th unit) and how many it draws per
+    epoch: the same number on every rank, so DistributedDataParallel's steps stay in step."""
+    if world > n_units:
         raise DataError(
-            f"{source}: {len(units)} unit(s) of row groups cannot be shared by {dist.world} processes; "
+            f"{source}: {n_units} unit(s) of row groups cannot be shared by {world} processes; "
             f"write the Parquet files with smaller row groups"
         )
-    unit_of = windows.train.unit
-    shares = [windows.train.subset(unit_of % dist.world == r) for r in range(dist.world)]
-    per_epoch = min(n_train, model._windows_per_epoch())
-    per_rank = min(math.ceil(per_epoch / dist.world), *(share.total() for share in shares))
+    shares = [train.subset(train.unit % world == r) for r in range(world)]
+    per_rank = min(math.ceil(per_epoch / world), *(share.total() for share in shares))
     if per_rank == 0:
         raise DataError(f"{source}: a process under torchrun has no training window in its row groups")
-    batches = StreamedWindows(streamed, shares[dist.rank], per_rank, model.batch_size, model.seed, dist.rank)
-    history = train(net, batches, val_windows, settings, dist)
-    _log_peak(source, "training")
-    del batches
-
-    config: dict[str, Any] = {
-        "library_version": __version__,
-        "created_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "sensors": list(layout.sensors),
-        "time_column": layout.time_column,
-        "asset_column": layout.asset_column,
-        "window": model.window,
-        "stride": model.stride,
-        "max_gap_seconds": max_gap,
-        "max_fill_rows": model.max_fill,
-        "reading": {"time_format": model.time_format, "dayfirst": model.dayfirst, "tz": model.tz},
-        "data": summary.to_dict(),
-        "scaler": scaler.to_config(),
-        "threshold": {"method": "pending", "value": 1.0},
-        "network": net.export_graph(),
-        "training": {
-            "network_spec": spec.to_dict(),
-            "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in model.get_params().items()},
-            "data_source": os.path.basename(source.rstrip("/\\")),
-            "data_fingerprint": stats.fingerprint,
-            "n_rows": rows_total,
-            "n_train_windows": n_train,
-            "n_val_windows": int(picks.size),
-            **history.to_dict(),
-            "streaming": {
-                **budget.to_config(),
-                "units": len(units),
-                "estimated_in_memory": plan.estimated_bytes,
-            },
-        },
-    }
-    return _calibrate_and_finish(model, config, net, val_windows, scaler, source, TorchEngine)
+    return shares[rank], per_rank
 
 
 def _calibrate_and_finish(
