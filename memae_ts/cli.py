@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "memae_ts.commands.info",
     "memae_ts.commands.demo_data",
     "memae_ts.commands.export",
+    "memae_ts.commands.upgrade",
     "edge.cli",
 ]
 

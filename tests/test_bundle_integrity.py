@@ -436,3 +436,25 @@ def test_bundle_id_helper_matches_its_definition() -> None:
         == stamp(dated, b"w")[-18:-2].decode()
     )
     assert _runtime.bundle_id(dated, b"w") != _runtime.bundle_id(dated.replace(b"zz", b"z"), b"x")
+
+
+def test_upgrade_converts_a_format_1_bundle_after_checking_its_old_id(tmp_path: Path) -> None:
+    from memae_ts.cli import main
+    from memae_ts.commands.upgrade import legacy_model_id
+
+    config, weights = _small(1)
+    config["format_version"] = 1
+    config["model_id"] = legacy_model_id(config, weights)
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "model.safetensors").write_bytes(save(weights))
+    (old / "config.json").write_text(json.dumps(config))
+    mixed = tmp_path / "mixed"
+    shutil.copytree(old, mixed)
+    (mixed / "model.safetensors").write_bytes(save(_small(2)[1]))
+    assert main(["upgrade", str(mixed)]) == 2  # a half-copied format-1 bundle is not converted
+    assert main(["upgrade", str(old), "-o", str(tmp_path / "new")]) == 0
+    assert _load_everywhere(tmp_path / "new") == []
+    assert main(["upgrade", str(old)]) == 0  # in place
+    assert load_bundle(old).config["format_version"] == 2
+    np.testing.assert_array_equal(load_bundle(old).weights["memory.weight"], weights["memory.weight"])

@@ -19,7 +19,7 @@ int main(int argc, char** argv) {
         std::ifstream in(argv[2], std::ios::binary);
         std::vector<char> raw((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
         const std::size_t per = static_cast<std::size_t>(m.window()) * m.n_sensors() * sizeof(float);
-        if (!in.eof() || raw.size() % per != 0) {
+        if (!in || raw.size() % per != 0) {
             std::fprintf(stderr, "%s: not a whole number of windows\n", argv[2]);
             return 2;
         }
