@@ -10,7 +10,8 @@ BIN := $(VENV)/bin
 DEMO_DIR ?= demo-out
 TOOLS_DIR ?= .tools
 
-.PHONY: demo test install venv tools ctest pytest lint clean
+.PHONY: demo test install venv tools ctest fuzz cross pytest lint clean
+FUZZ_SECONDS ?= 30
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +36,17 @@ demo: install
 tools:
 	bash scripts/install-test-tools.sh $(TOOLS_DIR)
 
+# C++ tests: release and ASan/UBSan builds, aarch64/armhf cross builds under qemu, and each
+# libFuzzer target for FUZZ_SECONDS (scripts/run-ctest.sh says what each part does).
 ctest: install
-	bash scripts/run-ctest.sh
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash scripts/run-ctest.sh
+
+# One part alone: `make fuzz FUZZ_SECONDS=600` for a longer libFuzzer run, `make cross`.
+fuzz: install
+	CROSS=0 FUZZ_SECONDS=$(FUZZ_SECONDS) bash scripts/run-ctest.sh
+
+cross: install
+	FUZZ_SECONDS=0 bash scripts/run-ctest.sh
 
 pytest: install
 	MEMAE_TS_TOOLS=$(abspath $(TOOLS_DIR)) $(BIN)/pytest -q

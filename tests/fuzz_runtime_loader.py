@@ -2,10 +2,12 @@
 
     python tests/fuzz_runtime_loader.py -runs=5000 [corpus_dir]
 
-The input is split into config.json and model.safetensors bytes (first two bytes: config
-length). Every input must load or raise BundleError; a loaded model must score a window or
-raise DataError. Anything else (another exception, a crash) is a finding. The C++ side has its
-own libFuzzer-style target (cpp/tests/fuzz_loader.cpp) that ctest runs under ASan/UBSan.
+The input is the layout of cpp/fuzz/fuzz_loader.cpp (u16 config length, bit 15 = keep the
+model_id as is, else it is stamped). Every input must load in both readers or be refused by
+both with BundleError; a loaded model must score a window like the numpy engine. Anything else
+(another exception, a disagreement, a crash) is a finding. The C++ side is instrumented by its
+own libFuzzer targets (cpp/fuzz, run by scripts/run-ctest.sh); this one covers the Python reader
+and the bindings, and tests/test_fuzz_differential.py replays the C++ corpus through both.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import atheris
 import numpy as np
 
 with atheris.instrument_imports(include=["memae_ts"]):
+    from memae_ts.bundle import decode_bundle, stamp
+    from memae_ts.engine_numpy import NumpyEngine
     from memae_ts.errors import BundleError, DataError
     from memae_ts.runtime import Runtime
 
@@ -30,25 +34,45 @@ def seed_input() -> bytes:
     from safetensors.numpy import save
 
     config, weights = random_bundle("mlp", n_sensors=2, window=4, hidden=(3,), latent=2, slots=5, seed=1)
-    raw = json.dumps(config).encode()
-    return len(raw).to_bytes(2, "little") + raw + save(weights)
+    tensors = save(weights)
+    raw = stamp(json.dumps(config).encode(), tensors)
+    return len(raw).to_bytes(2, "little") + raw + tensors
 
 
 @atheris.instrument_func
 def test_one_input(data: bytes) -> None:
     if len(data) < 2:
         return
-    n = min(int.from_bytes(data[:2], "little"), len(data) - 2)
+    head = int.from_bytes(data[:2], "little")
+    n = min(head & 0x7FFF, len(data) - 2)
+    config, tensors = data[2 : 2 + n], data[2 + n :]
+    if not head & 0x8000:
+        try:
+            config = stamp(config, tensors)
+        except BundleError:
+            pass
     try:
-        runtime = Runtime.from_bytes(data[2 : 2 + n], data[2 + n :])
+        runtime = Runtime.from_bytes(config, tensors)
     except BundleError:
+        runtime = None
+    try:
+        bundle = decode_bundle(config, tensors)
+    except BundleError as exc:
+        if runtime is not None and "resample" not in str(exc) and "reading" not in str(exc):
+            raise AssertionError(f"C++ accepts, Python refuses: {exc}") from None
         return
+    if runtime is None:
+        raise AssertionError("Python accepts, C++ refuses")
     if runtime.window * len(runtime.sensors) > 4096:
         return
+    x = np.zeros((1, runtime.window, len(runtime.sensors)), np.float32) + np.float32(0.5)
     try:
-        runtime.score(np.zeros((1, runtime.window, len(runtime.sensors)), np.float32))
+        got = runtime.score(x)[0]
     except DataError:
-        pass
+        return
+    want = NumpyEngine(bundle).score(x)[0]
+    if bundle.config["network"]["memory"] is None and np.isfinite(want).all() and (abs(want) < 1e30).all():
+        np.testing.assert_allclose(got, want, rtol=2e-3, atol=1e-5)
 
 
 def main() -> None:
