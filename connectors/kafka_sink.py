@@ -28,6 +28,7 @@ and counted. Every cut and every drop is counted (``memae_ts_dead_letters_trunca
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -71,8 +72,9 @@ def producer_config(client_config: dict[str, Any]) -> dict[str, Any]:
 
 # A dead letter keeps at most this much of the original value (the producer's limit is 1 MB).
 DEAD_LETTER_MAX_VALUE = 512 * 1024
-# Room left in a dead letter for its key, headers and the record batch overhead.
-_DEAD_LETTER_OVERHEAD = 2048
+# Bytes of a one-record batch besides its key, value and headers (61 batch header, record
+# framing and varints), with room to spare.
+_RECORD_OVERHEAD = 160
 
 
 class DeliveryFailed(RuntimeError):
@@ -113,10 +115,11 @@ class KafkaSink:
         self._failures: list[DeliveryFailed] = []
         self._refused: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
         self.auth_error: KafkaError | None = None
+        self._logged: dict[str, float] = {}
         self._limit_known = False
         self._on_cut = on_dead_letter_cut or (lambda action: None)
         # Largest dead-letter value sent as it is; set from the topic's max.message.bytes.
-        self.dead_letter_max_value = DEAD_LETTER_MAX_VALUE
+        self.dead_letter_limit: int | None = None  # the topic's max.message.bytes, once read
         self.producer = Producer(
             {
                 **self._client,
@@ -129,16 +132,30 @@ class KafkaSink:
                 "on_delivery": self._on_delivery,
                 "error_cb": self._on_error,
                 "logger": log,
+                # librdkafka logs every failed connection attempt; error_cb reports them once.
+                "log_level": 2,
             }
         )
 
     def _on_delivery(self, error: KafkaError | None, message: Any) -> None:
-        if error is None:
-            return
-        if message.topic() == self.dead_letter_topic and error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
-            self._refused.append((message.key(), message.value(), list(message.headers() or [])))
-        else:
+        if error is not None:
             self._failures.append(DeliveryFailed(message.topic(), error))
+
+    def _dead_letter_report(
+        self, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> Callable[[KafkaError | None, Any], None]:
+        """A delivery callback for one dead letter: it keeps the headers, which delivery
+        reports do not carry, so a refused dead letter can be sent again with them."""
+
+        def report(error: KafkaError | None, message: Any) -> None:
+            if error is None:
+                return
+            if error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                self._refused.append((key, value, headers))
+            else:
+                self._failures.append(DeliveryFailed(message.topic(), error))
+
+        return report
 
     def _on_error(self, error: KafkaError) -> None:
         # Broker down, connection refused, ...: librdkafka keeps retrying; only a fatal error
@@ -149,7 +166,12 @@ class KafkaSink:
             self.auth_error = error
             log.error("kafka authentication or TLS failed", extra={"error": error.str()})
         else:
-            log.warning("kafka producer error", extra={"error": str(error)})
+            # Once per distinct error and minute: an outage must not flood the journal.
+            text = error.str()
+            now = time.monotonic()
+            if now - self._logged.get(text, -math.inf) >= 60:
+                self._logged[text] = now
+                log.warning("kafka producer error", extra={"error": text})
 
     def warm_up(self) -> None:
         """Fetch the output topics' metadata now (auto-creating them if the broker allows),
@@ -178,7 +200,15 @@ class KafkaSink:
         limit = self._topic_max_bytes(self.dead_letter_topic)
         self._limit_known = limit is not None
         if limit is not None:
-            self.dead_letter_max_value = max(0, min(DEAD_LETTER_MAX_VALUE, limit - _DEAD_LETTER_OVERHEAD))
+            self.dead_letter_limit = limit
+
+    def _room(self, key: bytes | None, headers: list[tuple[str, bytes]]) -> int:
+        """The largest value that fits one dead letter with this key and headers (plus a
+        ``truncated_from_bytes`` header) into the dead-letter topic."""
+        if self.dead_letter_limit is None:
+            return DEAD_LETTER_MAX_VALUE
+        fixed = _RECORD_OVERHEAD + len(key or b"") + sum(len(k) + len(v) + 4 for k, v in headers) + 40
+        return max(0, min(DEAD_LETTER_MAX_VALUE, self.dead_letter_limit - fixed))
 
     def _topic_max_bytes(self, topic: str) -> int | None:
         """The topic's ``max.message.bytes``, or None when it cannot be read (no DescribeConfigs
@@ -221,9 +251,10 @@ class KafkaSink:
             ("source_partition", str(partition).encode()),
             ("source_offset", str(offset).encode()),
         ]
-        if value is not None and len(value) > self.dead_letter_max_value:
+        room = self._room(key, headers)
+        if value is not None and len(value) > room:
             self._mark_cut(headers, len(value))
-            value = value[: self.dead_letter_max_value]
+            value = value[:room]
         try:
             self._produce(self.dead_letter_topic, key, value, headers)
         except KafkaException as exc:
@@ -249,9 +280,15 @@ class KafkaSink:
         if not self._limit_known:  # e.g. the topic did not exist yet at start
             self._read_dead_letter_limit()
         for key, value, headers in refused:
-            shorter = [value[: min(len(value) // 2, self.dead_letter_max_value)]] if value else []
-            for attempt in [*shorter, b""]:
-                self._mark_cut(headers, len(value or b""))
+            size = len(value or b"")
+            room = self._room(key, headers)
+            attempts = [value if size <= room else (value or b"")[:room]]  # alone, it may fit as it is
+            if self.dead_letter_limit is None and size:
+                attempts.append((value or b"")[: size // 4])
+            attempts.append(b"")
+            for attempt in attempts:
+                if len(attempt or b"") < size:
+                    self._mark_cut(headers, size)
                 self._produce(self.dead_letter_topic, key, attempt, headers)
                 self.producer.flush(timeout_s)
                 if not self._refused:
@@ -268,11 +305,14 @@ class KafkaSink:
     def _produce(
         self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]] | None
     ) -> None:
+        extra: dict[str, Any] = {}
+        if headers is not None:  # a dead letter
+            extra = {"headers": headers, "on_delivery": self._dead_letter_report(key, value, headers)}
         try:
-            self.producer.produce(topic, value, key, headers=headers)
+            self.producer.produce(topic, value, key, **extra)
         except BufferError:  # local queue full: let librdkafka send, then retry once
             self.producer.poll(1.0)
-            self.producer.produce(topic, value, key, headers=headers)
+            self.producer.produce(topic, value, key, **extra)
 
     def flush(self, timeout_s: float = 60.0) -> int:
         """Block until every record sent so far is acknowledged; returns how many were.

@@ -146,6 +146,8 @@ class HttpSection:
     timeout_seconds: float = 5.0  # to send a request; an idle or slow client is dropped after it
     # /readyz answers 503 when the broker has not answered for this long.
     broker_timeout_seconds: float = 30.0
+    # How often the lag monitor asks the broker for the end offsets (beside the loop).
+    lag_interval_seconds: float = 5.0
 
 
 @dataclass
@@ -219,8 +221,14 @@ class EdgeConfig:
             raise ConfigError("model.threads must be >= 1")
         if not 0 <= self.http.port < 65536:
             raise ConfigError("http.port out of range")
-        if self.http.max_connections < 1 or self.http.timeout_seconds <= 0:
-            raise ConfigError("http.max_connections and http.timeout_seconds must be positive")
+        if (
+            self.http.max_connections < 1
+            or self.http.timeout_seconds <= 0
+            or self.http.lag_interval_seconds <= 0
+        ):
+            raise ConfigError(
+                "http.max_connections, timeout_seconds and lag_interval_seconds must be positive"
+            )
         if self.kafka.partition_assignment not in ("cooperative-sticky", "range", "roundrobin"):
             raise ConfigError(
                 "kafka.partition_assignment must be 'cooperative-sticky', 'range' or 'roundrobin'"

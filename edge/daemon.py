@@ -186,6 +186,7 @@ class EdgeDaemon:
             lambda: self.processor.positions if self.processor else {},
             self.metrics,
             self.health,
+            interval_s=self.config.http.lag_interval_seconds,
         )
         self.monitor.start()
         systemd.notify("READY=1", "STATUS=joining the consumer group")

@@ -517,3 +517,162 @@ def test_missing_model_exits_nonzero(tmp_path, kafka_broker):
     )  # fmt: skip
     assert out.returncode != 0
     assert "nope" in out.stderr
+
+
+def test_poison_messages_and_dead_letters_the_topic_refuses_never_stop_the_daemon(
+    kafka_broker, kafka_names, edge_data, edge_daemons
+):
+    """Issue #14: 2,000 nested brackets made the fallback JSON parser raise RecursionError
+    (exit 1 at every restart, the commit stuck); a dead letter over the dead-letter topic's
+    max.message.bytes failed the flush the same way and republished scores at each restart.
+    Both are dead letters now, cut to fit and counted; every reading is scored exactly once."""
+    kafka_broker.create_topic(kafka_names.input, partitions=1)
+    kafka_broker.create_topic(kafka_names.dead_letter, partitions=1, configs={"max.message.bytes": "2048"})
+    rows = 80
+    good = list(read_messages(edge_data.csv))[:rows]
+    nested = b"[" * 2000 + b"]" * 2000  # 4 KB
+    long_bad = b'{"ts": "' + b"x" * 3000 + b'"'  # 3 KB, not JSON
+    mismatch = (b"asset-1", json.dumps({**json.loads(good[0][1]), "asset": "asset-2"}).encode())
+    messages = [*good[:30], (b"asset-1", nested), *good[30:50], (b"asset-1", long_bad), mismatch, *good[50:]]
+    daemon = edge_daemons(batch_size=16).start()
+    produce(kafka_broker.bootstrap, kafka_names.input, messages)
+    offline = offline_scores(edge_data, rows)
+    records = wait_count(kafka_broker.bootstrap, kafka_names.output, len(offline))
+    dead = wait_count(kafka_broker.bootstrap, kafka_names.dead_letter, 3)
+    assert daemon.proc is not None and daemon.proc.poll() is None, daemon.logs()[-3000:]
+    assert_matches_offline(records, offline)
+    time.sleep(1)
+    again = read_topic(kafka_broker.bootstrap, kafka_names.output, len(offline) + 1, timeout=2)
+    assert len(again) == len(offline)  # no restart, so nothing was scored twice
+    assert [d.headers["reason"] for d in dead] == [b"bad_json", b"bad_json", b"asset_mismatch"]
+    assert dead[0].headers["truncated_from_bytes"] == b"4000" and nested.startswith(dead[0].value)
+    assert dead[1].headers["truncated_from_bytes"] == str(len(long_bad)).encode()
+    assert dead[2].value == mismatch[1]  # fits: unchanged
+    assert metric(daemon, "memae_ts_dead_letters_truncated_total") == 2
+    assert metric(daemon, "memae_ts_dead_letters_dropped_total") == 0
+    assert metric(daemon, "memae_ts_invalid_messages_total", reason="asset_mismatch") == 1
+    assert daemon.stop() == 0
+
+
+def test_systemd_notify_readiness_watchdog_and_stopping(kafka_names, edge_daemons, tmp_path):
+    """Type=notify: READY=1 once serving, WATCHDOG=1 from the loop at half WatchdogSec,
+    STOPPING=1 on SIGTERM, on a real notification socket as systemd provides it."""
+    import socket as socketlib
+
+    path = tmp_path / "notify.sock"
+    sock = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(20)
+    try:
+        env = {"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "1000000"}
+        daemon = edge_daemons(extra_env=env).start(wait_ready=False)
+        messages: list[str] = []
+        t0 = time.monotonic()
+        while messages.count("WATCHDOG=1") < 3:
+            messages.extend(sock.recv(4096).decode().split("\n"))
+        assert messages.index("READY=1") < messages.index("WATCHDOG=1")
+        # three pings at half of WatchdogSec (0.5 s) come within about 1 s of each other
+        assert time.monotonic() - t0 < 15
+        daemon.send(signal.SIGTERM)
+        while "STOPPING=1" not in messages:
+            messages.extend(sock.recv(4096).decode().split("\n"))
+        assert daemon.proc is not None and daemon.proc.wait(15) == 0
+    finally:
+        sock.close()
+
+
+@pytest.mark.prometheus
+def test_readiness_follows_the_broker_and_the_lag_grows_while_the_loop_is_stuck(
+    kafka_broker, kafka_names, edge_data, edge_daemons, prometheus_server
+):
+    """Issue #14: /readyz stayed 200 through a broker outage, and the lag gauge froze when the
+    loop stalled, so the lag alert could not fire. The loop is stuck here for real: the output
+    topic wants 2 in-sync replicas on a 1-broker cluster, so no score is ever acknowledged and
+    the loop waits in its flush (as in a partial broker outage) until the flush deadline, then
+    exits with status 1 without committing."""
+    kafka_broker.create_topic(kafka_names.input, partitions=1)
+    kafka_broker.create_topic(kafka_names.output, partitions=1, configs={"min.insync.replicas": "2"})
+    fast = {
+        "http": {"broker_timeout_seconds": 4, "lag_interval_seconds": 0.5},
+        "processing": {"flush_timeout_seconds": 25},
+    }
+    daemon = edge_daemons(config=fast).start()
+    prometheus_server.set_targets([f"127.0.0.1:{daemon.port}"])
+
+    def ready() -> dict:
+        return json.loads(daemon.get("/readyz")[1])
+
+    kafka_broker.stop()
+    try:
+        deadline = time.monotonic() + 30
+        while ready()["broker_reachable"]:
+            assert time.monotonic() < deadline, daemon.logs()[-2000:]
+            time.sleep(0.2)
+        assert daemon.get("/readyz")[0] == 503 and metric(daemon, "memae_ts_broker_up") == 0
+    finally:
+        kafka_broker.start()
+    deadline = time.monotonic() + 60
+    while daemon.get("/readyz")[0] != 200:
+        assert time.monotonic() < deadline, daemon.logs()[-2000:]
+        time.sleep(0.2)
+
+    assert daemon.proc is not None and daemon.proc.poll() is None  # it waited, it did not exit
+
+
+@pytest.mark.prometheus
+def test_the_lag_is_measured_beside_the_loop_so_a_stalled_loop_shows(
+    kafka_broker, kafka_names, prometheus_server
+):
+    """Issue #14: the lag gauge was set only after a commit, so a stalled loop froze it and the
+    lag alert could not fire. The lag monitor asks the real broker for end offsets on its own
+    thread; here the loop's position stands still (a stalled loop) while readings arrive, and
+    the lag grows, with its own timestamp; the stall alert's expression fires in the real
+    Prometheus on the loop timestamp that stopped."""
+    from prometheus_client import CollectorRegistry
+
+    from connectors.metrics import EdgeMetrics
+    from edge.http import EdgeHttpServer, HealthState
+    from edge.monitor import LagMonitor
+
+    kafka_broker.create_topic(kafka_names.input, partitions=2)
+    metrics = EdgeMetrics(CollectorRegistry())
+    health = HealthState()
+    http = EdgeHttpServer("127.0.0.1", 0, metrics.registry, health)
+    http.start()
+    prometheus_server.set_targets([f"127.0.0.1:{http.port}"])
+    metrics.loop_heartbeat.set(time.time())  # the loop's last poll, then nothing
+    monitor = LagMonitor(
+        {"bootstrap_servers": [kafka_broker.bootstrap]}, kafka_names.input, lambda: {0, 1},
+        lambda: {0: 0, 1: 0}, metrics, health, interval_s=0.5,
+    )  # fmt: skip
+    monitor.start()
+    try:
+        produce(
+            kafka_broker.bootstrap, kafka_names.input, [(b"pump-%d" % (i % 5), b"[]") for i in range(300)]
+        )
+        registry = metrics.registry
+
+        def lag() -> float:
+            return sum(
+                registry.get_sample_value("memae_ts_consumer_lag_messages", {"partition": p}) or 0
+                for p in "01"
+            )
+
+        deadline = time.monotonic() + 20
+        while lag() < 300:
+            assert time.monotonic() < deadline, lag()
+            time.sleep(0.2)
+        assert registry.get_sample_value("memae_ts_broker_up") == 1 and health.broker_reachable()
+        rules = (REPO / "edge/deploy/prometheus/memae-ts-alerts.yml").read_text()
+        assert 'time() - memae_ts_loop_timestamp_seconds{job="memae-ts-edge"} > 180' in rules
+        result = prometheus_server.wait_for(
+            'time() - memae_ts_loop_timestamp_seconds{job="memae-ts-edge"} > 3', bool, timeout=30
+        )
+        assert result
+        assert prometheus_server.wait_for(
+            'sum(memae_ts_consumer_lag_messages{job="memae-ts-edge"})',
+            lambda res: bool(res) and float(res[0]["value"][1]) == 300, timeout=30,
+        )  # fmt: skip
+    finally:
+        monitor.stop()
+        http.stop()
