@@ -139,6 +139,13 @@ def score_parquet(
     return counts
 
 
+def write_scores(table: pd.DataFrame, path: str, timestamps: pd.DatetimeIndex | None) -> None:
+    """A scores table read whole, written as the streamed ones are: Parquet with typed times when
+    `path` ends in .parquet, else CSV; through a temporary file renamed into place."""
+    with _Output(path) as out:
+        out.write(table, None if timestamps is None else timestamps.as_unit("ns").asi8)
+
+
 def _batch_data(layout: Any, rows: Any) -> SensorData:
     """The batch as the SensorData `scoring.scores_frame` formats."""
     return SensorData(

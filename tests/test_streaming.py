@@ -228,6 +228,8 @@ def test_streamed_score_is_the_in_memory_score_row_for_row(
     parquet = pd.read_parquet(tmp_path / "streamed.parquet")
     np.testing.assert_allclose(parquet["score"], table["score"], rtol=1e-5, equal_nan=True)
     assert (parquet["top_sensors"].fillna("") == table["top_sensors"].fillna("")).all()
+    assert main([*args, "-o", str(tmp_path / "memory.parquet")]) == 0  # read whole: Parquet too
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "memory.parquet"), parquet)
     assert not list(tmp_path.glob(".scores-*"))  # the temporary file was renamed into place
 
 

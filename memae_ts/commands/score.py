@@ -31,7 +31,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         metavar="DATA",
         help="data to score (CSV, Parquet, .xlsx or '-' for stdin) with the training data's sensor columns",
     )
-    p.add_argument("-o", "--output", help="CSV file to write (default: standard output)")
+    p.add_argument(
+        "-o",
+        "--output",
+        help="file to write: Parquet if it ends in .parquet, else CSV (default: standard output)",
+    )
     p.add_argument(
         "--memory-limit",
         metavar="SIZE",
@@ -82,7 +86,7 @@ def check_output(path: str | None, option: str = "-o") -> None:
 
 def run(args: argparse.Namespace) -> int:
     from memae_ts.scoring import scores_frame
-    from memae_ts.stream_score import score_if_too_large
+    from memae_ts.stream_score import score_if_too_large, write_scores
 
     check_output(args.output)
     if score_if_too_large(args):  # Parquet larger than --memory-limit: streamed, written, reported
@@ -91,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     model, data, result = load_scored(args)
     frame = scores_frame(data, result)
     if args.output:
-        frame.to_csv(args.output, index=False, float_format="%.6g")
+        write_scores(frame, args.output, data.timestamps)  # Parquet for .parquet, else CSV
         flagged = int(result.is_anomaly.sum())
         print(
             f"scored {int((~frame['score'].isna()).sum())} of {len(frame)} rows with the "
