@@ -187,6 +187,7 @@ class KafkaSink:
                     self.producer.list_topics(topic, timeout=1)
                     break
                 except KafkaException as exc:
+                    self.producer.poll(0)  # error_cb is served from poll
                     if self.auth_error is not None:
                         raise BrokerAuthFailed(self.auth_error.str()) from None
                     if time.monotonic() >= deadline:

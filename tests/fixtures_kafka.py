@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,3 +40,18 @@ def kafka_names(request: pytest.FixtureRequest) -> KafkaNames:
     base = re.sub(r"[^A-Za-z0-9]+", "-", request.node.name)[:60].strip("-")
     tag = f"{base}-{uuid.uuid4().hex[:6]}"
     return KafkaNames(f"{tag}.in", f"{tag}.scores", f"{tag}.dlq", f"{tag}-group")
+
+
+@pytest.fixture(scope="session")
+def secured_kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    """A broker with a SASL_SSL listener (SCRAM-SHA-512, certificate from a private CA for
+    ``localhost``) beside its PLAINTEXT one; started only by the tests that need it."""
+    reason = missing_reason() or (None if shutil.which("openssl") else "openssl is not installed")
+    if reason is not None:
+        pytest.skip(reason)
+    broker = KafkaBroker(tmp_path_factory.mktemp("kafka-secured"), secured=True)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
