@@ -18,13 +18,14 @@ import argparse
 import os
 import sys
 import tempfile
+import warnings
 from dataclasses import dataclass
 from typing import IO, Any
 
 import numpy as np
 import pandas as pd
 
-from memae_ts.data import MAX_SILENT_DUPLICATE_SHARE, ColumnRoles, SensorData
+from memae_ts.data import MAX_SILENT_DUPLICATE_SHARE, ColumnRoles, DataWarning, SensorData, _warn_markers
 from memae_ts.errors import DataError
 from memae_ts.parquet_stream import (
     AssetTail,
@@ -33,6 +34,7 @@ from memae_ts.parquet_stream import (
     decide_layout,
     format_bytes,
     is_parquet_path,
+    merge_missing,
     open_dataset,
     parse_memory_limit,
     stream_pieces,
@@ -91,7 +93,15 @@ def score_parquet(
         sensors=list(model.sensors_),
         drop_duplicates=drop_duplicates,
     )
-    layout, _ = decide_layout(dataset, roles, options or model.read_options(), memory_limit)
+    layout, summary = decide_layout(dataset, roles, options or model.read_options(), memory_limit)
+    extra = [column for column, why in summary.ignored if why == "not a sensor of the model"]
+    if extra:  # as the in-memory reader says it
+        warnings.warn(
+            f"{dataset.source}: numeric column(s) {extra} are not used by the model and are ignored",
+            DataWarning,
+            stacklevel=2,
+        )
+    missing: dict[str, dict[str, int]] = {}
     window = int(config["window"])
     max_gap, max_fill = config["max_gap_seconds"], int(config["max_fill_rows"])
     keep = context_rows(window, max_fill)
@@ -108,6 +118,7 @@ def score_parquet(
             max_fill_rows=max_fill, batch_rows=batch_rows, hint=SORT_HINT,
         )
         for rows, kept, parts in batches:
+            merge_missing(missing, layout.sensors, rows.missing)
             score = np.full(len(rows), np.nan)
             contributions = np.full((len(rows), n_sensors), np.nan)
             for part in parts:
@@ -128,6 +139,7 @@ def score_parquet(
                 bar.update(len(rows))
         if bar is not None:
             bar.close()
+        _warn_markers(dataset.source, missing)  # quality markers read as missing, counted
         if counts.duplicates:
             share = counts.duplicates / max(1, counts.rows + counts.duplicates)
             if share > MAX_SILENT_DUPLICATE_SHARE and not drop_duplicates:
