@@ -206,6 +206,44 @@ def test_cli_streams_a_dataset_above_the_limit_and_its_model_scores_like_an_in_m
     np.testing.assert_allclose(table["score"].to_numpy(), in_input_order, rtol=1e-5, equal_nan=True)
 
 
+def test_each_rank_draws_the_same_number_of_windows_from_its_own_row_groups() -> None:
+    pytest.importorskip("torch")
+    from memae_ts.streaming import WindowSet, rank_share
+
+    # (unit, machine, first end, stop): 385, 400, 285, 20 and 380 windows in units 0..4
+    ranges = [(0, 0, 15, 400), (1, 0, 400, 800), (2, 1, 15, 300), (3, 1, 300, 320), (4, 1, 320, 700)]
+    windows = WindowSet.build(ranges, 1)
+    shares = [rank_share(windows, 5, 600, rank, 2, "x") for rank in (0, 1)]
+    assert [set(share.unit.tolist()) for share, _ in shares] == [{0, 2, 4}, {1, 3}]
+    assert shares[0][1] == shares[1][1] == 300  # ceil(600 / 2), both ranks hold more
+    assert sum(share.total() for share, _ in shares) == windows.total()
+    assert rank_share(windows, 5, 10_000, 0, 2, "x")[1] == 420  # capped by the smaller share
+    with pytest.raises(ValueError, match="cannot be shared by 6 processes"):
+        rank_share(windows, 5, 600, 0, 6, "x")
+
+
+@pytest.mark.slow
+def test_two_processes_stream_a_dataset_under_torchrun(two_machines: Path, tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from memae_ts.estimator import load
+
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    args = ["fit", str(two_machines), "-o", str(tmp_path / "ddp"), *NET_ARGS, "--asset-column", "machine"]
+    args += ["--epochs", "2", "--steps-per-epoch", "6", "--memory-limit", "1MB"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "MEMAE_TS_THREADS": "1"}
+    ddp = subprocess.run(
+        [*launcher, "-m", "memae_ts.cli", *args], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    assert ddp.stdout.count("streaming it by row group") == 1 and ddp.stdout.count("model written to") == 1
+    config = json.loads((tmp_path / "ddp" / "config.json").read_text())
+    assert config["training"]["world_size"] == 2 and config["training"]["streaming"]["units"] >= 2
+    assert config["training"]["steps_per_epoch"] == 3  # 6 batches' windows, half on each process
+    frame = pd.read_parquet(two_machines / "pump-A-1.parquet")
+    scores = load(tmp_path / "ddp", engine="numpy").score_samples(frame)
+    assert np.isfinite(scores).sum() > len(frame) // 2
+
+
 # ---------------------------------------------------------------------- score
 def test_streamed_score_is_the_in_memory_score_row_for_row(
     two_machines: Path, tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
