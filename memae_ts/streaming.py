@@ -115,12 +115,30 @@ def streaming_plan(X: object, memory_limit: int | float | str | None) -> Streami
     it is read whole (anything else, or a Parquet input that fits)."""
     if not isinstance(X, str | os.PathLike) or not is_parquet_path(X):
         return None
-    limit = parse_memory_limit(memory_limit)
+    limit = _agreed(parse_memory_limit(memory_limit))
     dataset = open_dataset(X)
     estimated = dataset.estimated_in_memory_bytes()
     if estimated <= limit:
         return None
     return StreamingPlan(dataset, limit, estimated)
+
+
+def _agreed(limit: int) -> int:
+    """Under torchrun every process must stream or not alike, with the same budget: the
+    smallest limit of all (machines may differ in memory). Needs the process group, which
+    `fit` joins first; a process outside one decides alone."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        return limit
+    import torch
+
+    dist = torch.distributed
+    if not dist.is_available() or not dist.is_initialized():
+        return limit
+    value = torch.tensor([limit], dtype=torch.int64)
+    if dist.get_backend() == "nccl":
+        value = value.cuda()
+    dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    return int(value.item())
 
 
 @dataclass(frozen=True)
@@ -878,12 +896,12 @@ def fit_streaming(
     from memae_ts.engine_torch import TorchEngine
     from memae_ts.train import TrainSettings, distributed_from_env, train
 
+    dist = distributed_from_env(model.device)
     if plan is None:
         dataset = open_dataset(X)
-        limit = parse_memory_limit(model.memory_limit)
+        limit = _agreed(parse_memory_limit(model.memory_limit))
         plan = StreamingPlan(dataset, limit, dataset.estimated_in_memory_bytes())
     _check_params(model, plan)
-    dist = distributed_from_env(model.device)
 
     def tell(text: str) -> None:  # rank 0 speaks: through `report` (the CLI prints), else the log
         if dist.is_main:

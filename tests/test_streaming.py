@@ -271,6 +271,36 @@ def test_streamed_score_is_the_in_memory_score_row_for_row(
     assert not list(tmp_path.glob(".scores-*"))  # the temporary file was renamed into place
 
 
+def test_streaming_passes_show_progress_on_a_terminal_only(
+    two_machines: Path, tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    from memae_ts.data import ColumnRoles
+    from memae_ts.estimator import load
+    from memae_ts.parquet_stream import decide_layout, open_dataset
+    from memae_ts.reading import ReadOptions
+    from memae_ts.stream_score import score_parquet
+    from memae_ts.streaming import scan
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    dataset = open_dataset(two_machines)
+    layout, _ = decide_layout(dataset, ColumnRoles(asset_column="machine"), ReadOptions(), 2**20)
+    model = load(tiny_model_dir, engine="numpy")
+    for stream, shown in ((io.StringIO(), False), (Terminal(), True)):
+        monkeypatch.setattr("sys.stderr", stream)
+        assert sum(scan(dataset, layout, 2048, progress=True).rows) == 5680
+        counts = score_parquet(
+            model, dataset, str(tmp_path / "s.csv"), memory_limit=2**20, asset_column="machine", progress=True
+        )
+        assert counts.rows == 5680
+        text = stream.getvalue()
+        assert ("scanning" in text and "scoring" in text) == shown and (shown or text == "")
+
+
 # ---------------------------------------------------------------------- errors
 def _dataset(root: Path, kind: str) -> Path:
     frame = generate(days=3, period_seconds=60, seed=1, faults=False)  # about 2 MB estimated
