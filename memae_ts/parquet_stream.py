@@ -446,6 +446,7 @@ def read_rows(layout: Layout, frame: pd.DataFrame, first_line: int) -> Rows:
 
 
 def merge_missing(total: dict[str, dict[str, int]], sensors: list[str], batch: list[dict[str, int]]) -> None:
+    """Add one batch's per-sensor counts of missing cells (per marker) to the totals."""
     for sensor, counts in zip(sensors, batch, strict=True):
         into = total.setdefault(sensor, {})
         for marker, count in counts.items():
