@@ -37,6 +37,7 @@ per gap in the data).
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import hashlib
 import json
@@ -594,7 +595,12 @@ def choose_windows(stats: Stats, scanned: Scan, units: list[list[int]], rules: R
     validation: list[tuple[int, int, int, int]] = []
     total = kept = longest = 0
     for code, machine_runs in enumerate(stats.runs):
+        # labelled rows [lo, hi) rule out the windows ending in [lo, hi + window - 1); both ends
+        # rise from one range to the next, so bisection finds those near a stretch
         holes = [(lo, hi + w - 1) for lo, hi in stats.labelled[code]] if rules.skip_labelled else []
+        hole_los, hole_his = [lo for lo, _ in holes], [hi for _, hi in holes]
+        spans = unit_spans[code]
+        span_his = [hi for _, _, hi in spans]
         cut = rules.cuts[code]
         for start, stop in machine_runs:
             longest = max(longest, stop - start)
@@ -602,16 +608,18 @@ def choose_windows(stats: Stats, scanned: Scan, units: list[list[int]], rules: R
             if first >= stop:
                 continue
             total += (stop - first + rules.stride - 1) // rules.stride
-            for lo, hi in _subtract(first, stop, rules.stride, holes):
+            near = holes[bisect.bisect_right(hole_his, first) : bisect.bisect_left(hole_los, stop)]
+            for lo, hi in _subtract(first, stop, rules.stride, near):
                 kept += (hi - lo + rules.stride - 1) // rules.stride
                 split = _align(lo, cut + w - 1, rules.stride)
                 for into, a, b in ((train, lo, min(hi, cut)), (validation, split, hi)):
-                    if a >= b:
-                        continue
-                    for u, span_lo, span_hi in unit_spans[code]:
+                    k = bisect.bisect_right(span_his, a)
+                    while a < b and k < len(spans) and spans[k][1] < b:
+                        u, span_lo, span_hi = spans[k]
                         x, y = max(a, span_lo), min(b, span_hi)
                         if x < y:
                             into.append((u, code, _align(a, x, rules.stride), y))
+                        k += 1
     train_set = WindowSet.build(train, rules.stride)
     validation_set = WindowSet.build(validation, rules.stride)
     nonempty = train_set.counts() > 0
@@ -851,7 +859,9 @@ class Streamed:
         order = np.argsort(keys, kind="stable")
         bar = _progress(picks.size, "held-out sample", progress)
         offsets = np.arange(-self.rules.window + 1, 1, dtype=np.int64)
+        filled = 0
         for code, piece, found in self.pieces(wanted, sorted(wanted)):
+            filled += found.size
             at = order[np.searchsorted(keys[order], code * key_scale + found)]
             for start in range(0, found.size, self.budget.batch_rows):  # windows: `window` × the rows
                 part = slice(start, start + self.budget.batch_rows)
@@ -861,6 +871,8 @@ class Streamed:
                 bar.update(found.size)
         if bar is not None:
             bar.close()
+        if filled != picks.size:  # every window was found where the statistics pass put it
+            raise RuntimeError(f"held-out sample: {filled} of {picks.size} windows read")
         return out
 
 

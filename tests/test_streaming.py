@@ -98,8 +98,9 @@ def test_memory_limit_sizes() -> None:
 
 
 # ---------------------------------------------------------------------- fit
+@pytest.mark.parametrize("stride", [1, 3])
 def test_streamed_fit_learns_from_exactly_the_in_memory_windows(
-    two_machines: Path, monkeypatch: pytest.MonkeyPatch
+    stride: int, two_machines: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Same summary, scaler, training windows (all of them, as the first epoch sees them) and
     held-out sample as the in-memory fit of the same dataset."""
@@ -118,7 +119,7 @@ def test_streamed_fit_learns_from_exactly_the_in_memory_windows(
         return train_module.TrainHistory()
 
     monkeypatch.setattr(train_module, "train", spy)
-    params = {**SMALL, "epochs": 1, "asset_column": "machine", "scaler": "robust"}
+    params = {**SMALL, "epochs": 1, "asset_column": "machine", "scaler": "robust", "stride": stride}
     memory = MemAE(**params).fit(two_machines)
     streamed = fit_streaming(MemAE(**params, memory_limit="64MB"), two_machines)
     a, b = memory.bundle_.config, streamed.bundle_.config
