@@ -128,6 +128,14 @@ class KafkaSource:
         cooperative protocol a member given none hears no assignment callback at all)."""
         return self.has_joined or self.consumer.group_metadata().generation_id > 0
 
+    def settle(self, timeout_ms: int) -> None:
+        """Let a rebalance under way complete (it only does inside ``poll``) without taking
+        records: every partition is paused first, so the poll returns none."""
+        owned = self.consumer.assignment()
+        if owned:
+            self.consumer.pause(*owned)
+        self.consumer.poll(timeout_ms=timeout_ms)
+
     def history_mask(self, partitions: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         """True for readings re-read only to rebuild buffers (they were scored before)."""
         mask = np.zeros(len(offsets), dtype=bool)

@@ -352,10 +352,24 @@ class StreamProcessor:
         self._install(model)
         self.source.rewind(set(self.source.assigned))
 
-    def close(self) -> None:
-        """Checkpoint what was processed, then leave the group and close the clients."""
+    def close(self, settle_s: float = 10.0) -> None:
+        """Checkpoint what was processed, then leave the group and close the clients.
+
+        A commit refused because a rebalance is under way (a member joining or leaving as we
+        stop) is retried after letting the consumer finish the rebalance, for up to
+        ``settle_s``: a clean stop must leave nothing to score again. Offsets of partitions
+        the rebalance takes away are the new owner's to read."""
         try:
             self.checkpoint()
+            deadline = time.monotonic() + settle_s
+            while self._pending.next_offsets and time.monotonic() < deadline:
+                self.source.settle(100)
+                self.checkpoint()
+            if self._pending.next_offsets:
+                log.warning(
+                    "stopping with offsets not committed; they will be read and scored again",
+                    extra={"offsets": self._pending.next_offsets},
+                )
         finally:
             self._engine_thread.shutdown(wait=True)
             self.source.close()

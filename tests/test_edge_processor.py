@@ -61,6 +61,9 @@ class FakeSource:
     def lags(self, next_offsets: dict[int, int]) -> dict[int, int]:
         return {}
 
+    def settle(self, timeout_ms: int) -> None:
+        self.log.append("settle")
+
     def close(self) -> None:
         self.log.append("close")
 
@@ -167,3 +170,16 @@ def test_a_poll_is_scored_in_slices_and_published_in_order():
     assert sink.log == ["publish 2", "publish 3", "publish 3", "publish 1", "flush", "commit"]
     assert [r["ts"] for r in sink.published] == [f"1970-01-01T00:{i:02d}:00Z" for i in range(1, 10)]
     assert source.commits == [{0: 10}]
+
+
+def test_a_stop_during_a_rebalance_lets_it_finish_and_commits_before_leaving():
+    """A commit refused because a member joins or leaves just as we stop (RebalanceInProgress)
+    used to end a clean stop with nothing committed: the restart scored everything again."""
+    proc, source, _ = make()
+    source.batches = [[reading(0, 0, 0), reading(0, 1, 60)]]
+    source.commit_results = [False, False, True]
+    proc.step()
+    assert source.commits == []
+    proc.close()
+    assert source.commits == [{0: 2}]
+    assert source.log.count("settle") == 1 and source.log[-2:] == ["close", "sink close"]

@@ -270,6 +270,9 @@ class FakeSource:
     def lags(self, next_offsets: dict[int, int]) -> dict[int, int]:
         return {}
 
+    def settle(self, timeout_ms: int) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
