@@ -436,6 +436,8 @@ def save_bundle(path: str | os.PathLike[str], bundle: Bundle) -> Bundle:
     `path` is replaced only when it holds nothing but a bundle's files.
     """
     target = Path(path)
+    if target.is_symlink():  # a gateway's `model -> model-3`: replace what the link points to
+        target = target.resolve()
     if target.exists() and not target.is_dir():
         raise BundleError(f"{target}: exists and is not a directory")
     if target.is_dir() and not _bundle_like(target):

@@ -45,3 +45,17 @@ def tiny_model_dir(plant_csvs: tuple[Path, Path], tmp_path_factory: pytest.TempP
     out = tmp_path_factory.mktemp("model") / "tiny"
     model.save(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_mlp_model_dir(plant_csvs: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A briefly trained MLP MemAE (the conv one is the shared `tiny_model_dir`)."""
+    pytest.importorskip("torch")
+    from memae_ts.estimator import MemAE
+
+    model = MemAE(
+        arch="mlp", window=16, hidden=(32, 16), latent=8, memory_slots=20, epochs=3, patience=3, seed=5
+    )
+    out = tmp_path_factory.mktemp("mlp-model") / "tiny-mlp"
+    model.fit(plant_csvs[0]).save(out)
+    return out

@@ -26,7 +26,7 @@ with atheris.instrument_imports(include=["memae_ts"]):
     from memae_ts.runtime import Runtime
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runtime_bundles import random_bundle
+from runtime_bundles import random_bundle, split_fuzz_input
 
 
 def seed_input() -> bytes:
@@ -43,14 +43,7 @@ def seed_input() -> bytes:
 def test_one_input(data: bytes) -> None:
     if len(data) < 2:
         return
-    head = int.from_bytes(data[:2], "little")
-    n = min(head & 0x7FFF, len(data) - 2)
-    config, tensors = data[2 : 2 + n], data[2 + n :]
-    if not head & 0x8000:
-        try:
-            config = stamp(config, tensors)
-        except BundleError:
-            pass
+    config, tensors = split_fuzz_input(data)
     try:
         runtime = Runtime.from_bytes(config, tensors)
     except BundleError:

@@ -160,6 +160,27 @@ def stamped(config: dict[str, Any] | bytes, tensors: bytes) -> bytes:
         return raw
 
 
+def split_fuzz_input(data: bytes) -> tuple[bytes, bytes]:
+    """config.json and model.safetensors bytes of a cpp/fuzz/fuzz_loader.cpp input (u16 config
+    length; bit 15 set: keep the model_id as it is, else it is stamped like the C++ target does)."""
+    if len(data) < 2:
+        return b"", b""
+    head = int.from_bytes(data[:2], "little")
+    n = min(head & 0x7FFF, len(data) - 2)
+    config, tensors = data[2 : 2 + n], data[2 + n :]
+    return (config if head & 0x8000 else stamped(config, tensors)), tensors
+
+
+def edited(config: dict[str, Any], path: list[Any], value: Any) -> dict[str, Any]:
+    """A deep copy of `config` with the value at `path` (keys and indices) replaced."""
+    out = json.loads(json.dumps(config))
+    node = out
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return out
+
+
 def write_bundle(path: Path, config: dict[str, Any], weights: dict[str, np.ndarray]) -> Path:
     """Both files as given (config.json stamped with the weights' integrity id)."""
     path.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from runtime_bundles import random_bundle, restamp, stamped, write_bundle
+from runtime_bundles import edited, random_bundle, restamp, stamped, write_bundle
 from safetensors.numpy import save
 
 from memae_ts import _runtime
@@ -262,15 +262,6 @@ def test_limits_are_the_same_numbers_in_both_readers() -> None:
         assert getattr(Limits, name) == value, name
 
 
-def _config_edit(config: dict[str, Any], path: list[Any], value: Any) -> dict[str, Any]:
-    out = json.loads(json.dumps(config))
-    node = out
-    for key in path[:-1]:
-        node = node[key]
-    node[path[-1]] = value
-    return out
-
-
 @pytest.mark.parametrize(
     ("path", "value", "python", "cpp"),
     [
@@ -292,7 +283,7 @@ def test_absurd_numbers_are_refused_by_both_readers(
     if path[-1] == "negative_slope":
         config["network"]["encoder"][1] = {"op": "leaky_relu", "negative_slope": 0.01}
     tensors = save(weights)
-    py, cc = _both(stamped(_config_edit(config, path, value), tensors), tensors)
+    py, cc = _both(stamped(edited(config, path, value), tensors), tensors)
     assert py is not None and cc is not None
     assert __import__("re").search(python, py), py
     assert __import__("re").search(cpp, cc), cc
@@ -458,3 +449,13 @@ def test_upgrade_converts_a_format_1_bundle_after_checking_its_old_id(tmp_path: 
     assert main(["upgrade", str(old)]) == 0  # in place
     assert load_bundle(old).config["format_version"] == 2
     np.testing.assert_array_equal(load_bundle(old).weights["memory.weight"], weights["memory.weight"])
+
+
+def test_save_through_a_symlink_replaces_the_directory_it_points_to(tmp_path: Path) -> None:
+    """The gateway layout of docs/edge.md: `model -> model-1`. The link stays a link."""
+    save_bundle(tmp_path / "model-1", make_bundle(*_small(1)))
+    (tmp_path / "model").symlink_to("model-1")
+    new = save_bundle(tmp_path / "model", make_bundle(*_small(2)))
+    assert (tmp_path / "model").is_symlink()
+    assert load_bundle(tmp_path / "model").model_version == new.model_version
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "model-1"]

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from runtime_bundles import split_fuzz_input
 
-from memae_ts.bundle import decode_bundle, stamp
+from memae_ts.bundle import decode_bundle
 from memae_ts.engine_numpy import NumpyEngine
 from memae_ts.errors import BundleError
 from memae_ts.runtime import Runtime
@@ -39,21 +40,6 @@ def _inputs(tmp_path: Path) -> list[Path]:
     return files
 
 
-def _split(data: bytes) -> tuple[bytes, bytes]:
-    """The fuzz_loader layout (cpp/fuzz/fuzz_common.h); the id stamped unless bit 15 says not."""
-    if len(data) < 2:
-        return b"", b""
-    head = int.from_bytes(data[:2], "little")
-    n = min(head & 0x7FFF, len(data) - 2)
-    config, tensors = data[2 : 2 + n], data[2 + n :]
-    if not head & 0x8000:
-        try:
-            config = stamp(config, tensors)
-        except BundleError:
-            pass
-    return config, tensors
-
-
 def _windows(runtime: Runtime, count: int) -> np.ndarray:
     center = np.asarray(
         runtime._model.sensors and runtime.bundle.config["scaler"]["center"], dtype=np.float64
@@ -68,7 +54,7 @@ def test_cpp_and_python_readers_and_engines_agree_on_every_fuzz_input(tmp_path: 
     files = _inputs(tmp_path)
     accepted = compared = 0
     for path in files:
-        config, tensors = _split(path.read_bytes())
+        config, tensors = split_fuzz_input(path.read_bytes())
         try:
             runtime = Runtime.from_bytes(config, tensors)
             cpp_error = None

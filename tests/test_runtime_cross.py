@@ -25,19 +25,6 @@ TARGETS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def trained_mlp(plant_csvs: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pytest.importorskip("torch")
-    from memae_ts.estimator import MemAE
-
-    model = MemAE(
-        arch="mlp", window=16, hidden=(32, 16), latent=8, memory_slots=20, epochs=3, patience=3, seed=5
-    )
-    out = tmp_path_factory.mktemp("cross") / "mlp"
-    model.fit(plant_csvs[0]).save(out)
-    return out
-
-
 def _scorer(arch: str, qemu: str) -> Path:
     binary = ROOT / "build" / f"ctest-{arch}" / "memae_score"
     if binary.is_file() and shutil.which(qemu):
@@ -56,11 +43,11 @@ def test_cross_built_runtime_scores_trained_bundles_like_x86(
     isa: str,
     kind: str,
     tiny_model_dir: Path,
-    trained_mlp: Path,
+    tiny_mlp_model_dir: Path,
     tmp_path: Path,
 ) -> None:
     scorer = _scorer(arch, qemu)
-    path = tiny_model_dir if kind == "conv" else trained_mlp
+    path = tiny_model_dir if kind == "conv" else tiny_mlp_model_dir
     bundle = load_bundle(path)
     x = random_windows(bundle.config, 37, seed=11)  # more than two chunks, odd tail
     x.tofile(tmp_path / "x.f32")

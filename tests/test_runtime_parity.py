@@ -179,20 +179,6 @@ def test_runtime_and_onnx_match_torch_on_a_trained_model(tiny_model_dir: Path) -
     _check_against_torch(tiny_model_dir, _windows_like_training(load_bundle(tiny_model_dir), seed=0))
 
 
-@pytest.fixture(scope="module")
-def tiny_mlp_model_dir(plant_csvs: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A briefly trained MLP MemAE (the conv one is the shared `tiny_model_dir`)."""
-    pytest.importorskip("torch")
-    from memae_ts.estimator import MemAE
-
-    model = MemAE(
-        arch="mlp", window=16, hidden=(32, 16), latent=8, memory_slots=20, epochs=3, patience=3, seed=5
-    )
-    out = tmp_path_factory.mktemp("mlp-model") / "tiny-mlp"
-    model.fit(plant_csvs[0]).save(out)
-    return out
-
-
 def test_runtime_and_onnx_match_torch_on_a_trained_mlp(tiny_mlp_model_dir: Path) -> None:
     bundle = load_bundle(tiny_mlp_model_dir)
     assert bundle.network["kind"] == "mlp"
