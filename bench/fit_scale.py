@@ -65,7 +65,7 @@ t1, c1 = time.perf_counter(), time.process_time()
 model = MemAE(**params).fit(data)
 fit_s, fit_cpu = time.perf_counter() - t1, time.process_time() - c1
 training = model.bundle_.config["training"]
-seconds = getattr(model.history_, "seconds_per_epoch", 0.0) or fit_s
+seconds = getattr(getattr(model, "history_", None), "seconds_per_epoch", 0.0) or fit_s
 windows = steps * 64 if sampled else training["n_train_windows"]
 print(json.dumps({
     "rows": len(data), "load_s": load_s, "fit_s": fit_s, "fit_cpu_s": fit_cpu,

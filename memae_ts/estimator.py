@@ -33,7 +33,7 @@ from memae_ts.memory_usage import MAX_WINDOWS as MAX_USAGE_WINDOWS
 from memae_ts.memory_usage import collapse_warning
 from memae_ts.memory_usage import measure as measure_memory
 from memae_ts.scaling import Scaler
-from memae_ts.scoring import RowScores, score_rows, score_windows
+from memae_ts.scoring import BATCH_WINDOWS, RowScores, score_rows
 from memae_ts.summary import DataSummary
 from memae_ts.threshold import calibrate, with_margin
 from memae_ts.windows import (
@@ -46,7 +46,11 @@ from memae_ts.windows import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from memae_ts.model import MemAENet, NetworkSpec
     from memae_ts.resample import ResampleSpec
+    from memae_ts.train import TrainHistory, TrainSettings
 
 log = logging.getLogger(__name__)
 
@@ -213,14 +217,12 @@ class MemAE:
     # ------------------------------------------------------------------ fit
     def fit(self, X: InputData, y: Any = None) -> MemAE:
         """Learn normal behaviour from X (a CSV path, a DataFrame or SensorData); `y` is ignored."""
-        torch = require_torch()
-        from memae_ts.engine_torch import TorchEngine
-        from memae_ts.model import MemAENet, NetworkSpec, validate_spec
-        from memae_ts.train import IndexedWindows, TrainSettings, distributed_from_env, train
+        require_torch()
+        from memae_ts.streaming import fit_streaming, streaming_plan
+        from memae_ts.train import IndexedWindows, distributed_from_env, train
 
         if not 0 < self.validation_fraction < 1:
             raise DataError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
-        from memae_ts.streaming import fit_streaming, streaming_plan
 
         plan = streaming_plan(X, self.memory_limit)  # a Parquet input larger than memory_limit
         if plan is not None:
@@ -266,9 +268,56 @@ class MemAE:
         )
         del fit_rows
         series = scaler.transform_float32(segments.values)
+        spec, net = self._network(len(data.sensors))
+        dist = distributed_from_env(self.device)
+        batches = IndexedWindows(
+            series,
+            train_ends,
+            self.window,
+            self.batch_size,
+            windows_per_epoch=self._windows_per_epoch(),
+            seed=self.seed,
+            rank=dist.rank,
+            world=dist.world,
+        )
+        history = train(net, batches, gather(series, val_ends, self.window), self._train_settings(), dist)
+        del series, batches
+
+        config = self._bundle_config(
+            data.summary,
+            scaler,
+            net,
+            spec,
+            history,
+            max_gap=max_gap,
+            max_fill=max_fill,
+            training={
+                "data_source": os.path.basename(data.source),
+                "data_fingerprint": data_fingerprint(data.values, data.sensors),
+                "n_rows": len(data),
+                "n_train_windows": int(train_ends.size),
+                "n_val_windows": int(val_ends.size),
+            },
+            resample=resample,
+        )
+        return self._calibrate_and_finish(
+            config,
+            net,
+            history,
+            val_ends.size,
+            lambda part: gather(segments.values, val_ends[part], self.window),
+        )
+
+    # ------------------------------------------------------------------ fit's shared steps
+    def _network(self, n_sensors: int) -> tuple[NetworkSpec, MemAENet]:
+        """The network spec and a freshly seeded network (the same for every way of fitting)."""
+        import torch
+
+        from memae_ts.model import MemAENet, NetworkSpec, validate_spec
+
         spec = NetworkSpec(
             arch=self.arch,
-            n_sensors=len(data.sensors),
+            n_sensors=n_sensors,
             window=self.window,
             channels=[int(c) for c in self.channels],
             hidden=[int(h) for h in self.hidden],
@@ -287,8 +336,12 @@ class MemAE:
         except ValueError as exc:
             raise DataError(str(exc)) from exc
         torch.manual_seed(self.seed)
-        net = MemAENet(spec)
-        settings = TrainSettings(
+        return spec, MemAENet(spec)
+
+    def _train_settings(self) -> TrainSettings:
+        from memae_ts.train import TrainSettings
+
+        return TrainSettings(
             epochs=self.epochs,
             batch_size=self.batch_size,
             learning_rate=self.learning_rate,
@@ -298,63 +351,76 @@ class MemAE:
             device=self.device,
             progress=self.verbose,
         )
-        dist = distributed_from_env(self.device)
-        batches = IndexedWindows(
-            series,
-            train_ends,
-            self.window,
-            self.batch_size,
-            windows_per_epoch=self._windows_per_epoch(),
-            seed=self.seed,
-            rank=dist.rank,
-            world=dist.world,
-        )
-        history = train(net, batches, gather(series, val_ends, self.window), settings, dist)
-        del series, batches
 
-        config: dict[str, Any] = {
+    def _bundle_config(
+        self,
+        summary: DataSummary,
+        scaler: Scaler,
+        net: MemAENet,
+        spec: NetworkSpec,
+        history: TrainHistory,
+        *,
+        max_gap: float | None,
+        max_fill: int,
+        training: dict[str, Any],
+        resample: ResampleSpec | None = None,
+    ) -> dict[str, Any]:
+        """The bundle's config before calibration (the threshold is filled in afterwards)."""
+        return {
             "library_version": __version__,
             "created_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "sensors": list(data.sensors),
-            "time_column": data.time_column,
-            "asset_column": data.asset_column,
+            "sensors": list(summary.sensors),
+            "time_column": summary.time["column"] if summary.time else None,
+            "asset_column": summary.asset_column,
             "window": self.window,
             "stride": self.stride,
             "max_gap_seconds": max_gap,
             "max_fill_rows": max_fill,
             **({"resample": resample.to_config()} if resample is not None else {}),
             "reading": {"time_format": self.time_format, "dayfirst": self.dayfirst, "tz": self.tz},
-            "data": data.summary.to_dict(),
+            "data": summary.to_dict(),
             "scaler": scaler.to_config(),
             "threshold": {"method": "pending", "value": 1.0},
             "network": net.export_graph(),
             "training": {
                 "network_spec": spec.to_dict(),
                 "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params().items()},
-                "data_source": os.path.basename(data.source),
-                "data_fingerprint": data_fingerprint(data.values, data.sensors),
-                "n_rows": len(data),
-                "n_train_windows": int(train_ends.size),
-                "n_val_windows": int(val_ends.size),
+                **training,
                 **history.to_dict(),
             },
         }
-        weights = net.export_tensors()
-        provisional = make_bundle(config, weights)
-        engine = TorchEngine(provisional, net)
-        val_scores, _ = score_windows(engine, segments.values, val_ends, self.window)
+
+    def _calibrate_and_finish(
+        self,
+        config: dict[str, Any],
+        net: MemAENet,
+        history: TrainHistory,
+        n_held_out: int,
+        held_out: Callable[[slice], np.ndarray],
+    ) -> MemAE:
+        """Threshold from the held-out windows' scores, memory use, then the bundle.
+
+        `held_out(part)` gives those raw windows (readings, not scaled) a slice at a time, so
+        calibration never holds all of them at once."""
+        from memae_ts.engine_torch import TorchEngine
+
+        source = str(config["data"]["source"])
+        engine = TorchEngine(make_bundle(config, net.export_tensors()), net)
+        scores = np.empty(n_held_out)
+        for start in range(0, n_held_out, BATCH_WINDOWS):
+            part = slice(start, min(start + BATCH_WINDOWS, n_held_out))
+            scores[part] = engine.score(held_out(part))[0]
         threshold = with_margin(
-            calibrate(val_scores, self.threshold, self.threshold_quantile, self.pot_risk),
-            self.threshold_margin,
+            calibrate(scores, self.threshold, self.threshold_quantile, self.pot_risk), self.threshold_margin
         )
         config["threshold"] = threshold.to_config()
-        usage = measure_memory(engine, gather(segments.values, val_ends[:MAX_USAGE_WINDOWS], self.window))
+        usage = measure_memory(engine, held_out(slice(0, min(MAX_USAGE_WINDOWS, n_held_out))))
         if usage is not None:
             config["training"]["memory_usage"] = usage
             message = collapse_warning(usage)
             if message:
-                warnings.warn(f"{data.source}: {message}", DataWarning, stacklevel=2)
-        bundle = make_bundle(config, weights)
+                warnings.warn(f"{source}: {message}", DataWarning, stacklevel=3)
+        bundle = make_bundle(config, net.export_tensors())
         self._set_fitted(bundle, TorchEngine(bundle, net))
         self.history_ = history
         return self

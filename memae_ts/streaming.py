@@ -38,7 +38,6 @@ per gap in the data).
 from __future__ import annotations
 
 import bisect
-import datetime as dt
 import hashlib
 import json
 import logging
@@ -52,7 +51,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from memae_ts import __version__
 from memae_ts.data import (
     DEFAULT_GAP_PERIODS,
     GAPPY_SHARE,
@@ -463,8 +461,15 @@ def statistics(
             present = {code for g in unit for code, _, _ in scanned.groups[g]}
             contexts.append({code: tails[scanned.assets[code]].copy() for code in sorted(present)})
             batches = stream_pieces(
-                dataset, layout, unit, tails, keep=rules.keep, max_gap_seconds=rules.max_gap,
-                max_fill_rows=rules.max_fill, batch_rows=batch_rows, hint=SORT_HINT,
+                dataset,
+                layout,
+                unit,
+                tails,
+                keep=rules.keep,
+                max_gap_seconds=rules.max_gap,
+                max_fill_rows=rules.max_fill,
+                batch_rows=batch_rows,
+                hint=SORT_HINT,
             )
             for rows, kept, parts in batches:
                 merge_missing(missing, layout.sensors, rows.missing)
@@ -653,8 +658,15 @@ def read_pieces(
             continue
         tails = {assets[code]: tail.copy() for code, tail in contexts[u].items()}
         batches = stream_pieces(
-            dataset, layout, units[u], tails, keep=rules.keep, max_gap_seconds=rules.max_gap,
-            max_fill_rows=rules.max_fill, batch_rows=batch_rows, hint=SORT_HINT,
+            dataset,
+            layout,
+            units[u],
+            tails,
+            keep=rules.keep,
+            max_gap_seconds=rules.max_gap,
+            max_fill_rows=rules.max_fill,
+            batch_rows=batch_rows,
+            hint=SORT_HINT,
         )
         for _, _, parts in batches:
             for part in parts:
@@ -844,8 +856,15 @@ class Streamed:
         self, wanted: dict[int, dict[int, np.ndarray]], order: list[int], batch_rows: int | None = None
     ) -> Iterator[tuple[int, Piece, np.ndarray]]:
         return read_pieces(
-            self.dataset, self.layout, self.assets, self.units, self.contexts, wanted, order,
-            self.rules, batch_rows or self.budget.batch_rows,
+            self.dataset,
+            self.layout,
+            self.assets,
+            self.units,
+            self.contexts,
+            wanted,
+            order,
+            self.rules,
+            batch_rows or self.budget.batch_rows,
         )
 
     def gather(self, windows: WindowSet, picks: np.ndarray, progress: bool) -> np.ndarray:
@@ -905,8 +924,7 @@ def fit_streaming(
     pass has read everything; `options` are the reading options (default: the model's).
     """
     require_torch()
-    from memae_ts.engine_torch import TorchEngine
-    from memae_ts.train import TrainSettings, distributed_from_env, train
+    from memae_ts.train import distributed_from_env, train
 
     dist = distributed_from_env(model.device)
     if plan is None:
@@ -940,62 +958,52 @@ def fit_streaming(
         picks = np.linspace(0, n_held - 1, wanted).round().astype(np.int64)
     scaler = _scaler(model, read)
     streamed = Streamed(
-        plan.dataset, read.layout, read.scanned.assets, read.units, read.stats.contexts, read.rules, scaler,
+        plan.dataset,
+        read.layout,
+        read.scanned.assets,
+        read.units,
+        read.stats.contexts,
+        read.rules,
+        scaler,
         read.budget,
     )
     val_windows = streamed.gather(held_out, picks, progress)
     _log_peak(source, "held-out sample")
 
-    spec, net = _network(model, len(read.layout.sensors))
-    settings = TrainSettings(
-        epochs=model.epochs,
-        batch_size=model.batch_size,
-        learning_rate=model.learning_rate,
-        entropy_weight=model.entropy_weight,
-        patience=model.patience,
-        seed=model.seed,
-        device=model.device,
-        progress=model.verbose,
-    )
+    spec, net = model._network(len(read.layout.sensors))
     per_epoch = min(windows.train.total(), model._windows_per_epoch())
     share, per_rank = rank_share(windows.train, len(read.units), per_epoch, dist.rank, dist.world, source)
     batches = StreamedWindows(streamed, share, per_rank, model.batch_size, model.seed, dist.rank)
-    history = train(net, batches, val_windows, settings, dist)
+    history = train(net, batches, val_windows, model._train_settings(), dist)
     _log_peak(source, "training")
     del batches
 
-    config: dict[str, Any] = {
-        "library_version": __version__,
-        "created_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "sensors": list(read.layout.sensors),
-        "time_column": read.layout.time_column,
-        "asset_column": read.layout.asset_column,
-        "window": model.window,
-        "stride": model.stride,
-        "max_gap_seconds": read.rules.max_gap,
-        "max_fill_rows": model.max_fill,
-        "reading": {"time_format": model.time_format, "dayfirst": model.dayfirst, "tz": model.tz},
-        "data": read.summary.to_dict(),
-        "scaler": scaler.to_config(),
-        "threshold": {"method": "pending", "value": 1.0},
-        "network": net.export_graph(),
-        "training": {
-            "network_spec": spec.to_dict(),
-            "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in model.get_params().items()},
+    config = model._bundle_config(
+        read.summary,
+        scaler,
+        net,
+        spec,
+        history,
+        max_gap=read.rules.max_gap,
+        max_fill=model.max_fill,
+        training={
             "data_source": os.path.basename(source.rstrip("/\\")),
             "data_fingerprint": read.stats.fingerprint,
             "n_rows": sum(read.scanned.rows),
             "n_train_windows": windows.train.total(),
             "n_val_windows": int(picks.size),
-            **history.to_dict(),
             "streaming": {
                 **read.budget.to_config(),
                 "units": len(read.units),
                 "estimated_in_memory": plan.estimated_bytes,
             },
         },
-    }
-    return _calibrate_and_finish(model, config, net, val_windows, scaler, source, TorchEngine)
+    )
+
+    def raw(part: slice) -> np.ndarray:  # the engine scales raw readings itself
+        return val_windows[part].astype(np.float64) * scaler.scale + scaler.center
+
+    return model._calibrate_and_finish(config, net, history, int(picks.size), raw)
 
 
 def _check_params(model: MemAE, plan: StreamingPlan) -> None:
@@ -1148,36 +1156,6 @@ def _scaler(model: MemAE, read: _Read) -> Scaler:
     )
 
 
-def _network(model: MemAE, n_sensors: int) -> tuple[Any, Any]:
-    """The network spec and a freshly seeded network, as the in-memory fit builds them."""
-    import torch
-
-    from memae_ts.model import MemAENet, NetworkSpec, validate_spec
-
-    spec = NetworkSpec(
-        arch=model.arch,
-        n_sensors=n_sensors,
-        window=model.window,
-        channels=[int(c) for c in model.channels],
-        hidden=[int(h) for h in model.hidden],
-        latent=model.latent,
-        kernel_size=model.kernel_size,
-        activation=model.activation,
-        use_memory=model.use_memory,
-        memory_slots=model.memory_slots,
-        addressing=model.addressing,
-        temperature=model.temperature,
-        learn_temperature=model.learn_temperature,
-        shrink_threshold=model.shrink_threshold,
-    )
-    try:
-        validate_spec(spec)
-    except ValueError as exc:
-        raise DataError(str(exc)) from exc
-    torch.manual_seed(model.seed)
-    return spec, MemAENet(spec)
-
-
 def rank_share(
     train: WindowSet, n_units: int, per_epoch: int, rank: int, world: int, source: str
 ) -> tuple[WindowSet, int]:
@@ -1193,46 +1171,6 @@ def rank_share(
     if per_rank == 0:
         raise DataError(f"{source}: a process under torchrun has no training window in its row groups")
     return shares[rank], per_rank
-
-
-def _calibrate_and_finish(
-    model: MemAE,
-    config: dict[str, Any],
-    net: Any,
-    val_windows: np.ndarray,
-    scaler: Scaler,
-    source: str,
-    engine_type: Any,
-) -> MemAE:
-    """Threshold from the held-out sample's scores, memory use, the bundle (as in memory)."""
-    from memae_ts.bundle import make_bundle
-    from memae_ts.memory_usage import MAX_WINDOWS as MAX_USAGE_WINDOWS
-    from memae_ts.memory_usage import collapse_warning
-    from memae_ts.memory_usage import measure as measure_memory
-    from memae_ts.scoring import BATCH_WINDOWS
-    from memae_ts.threshold import calibrate, with_margin
-
-    weights = net.export_tensors()
-    engine = engine_type(make_bundle(config, weights), net)
-
-    def raw(chunk: np.ndarray) -> np.ndarray:  # the engine scales raw readings itself
-        return chunk.astype(np.float64) * scaler.scale + scaler.center
-
-    chunks = range(0, len(val_windows), BATCH_WINDOWS)
-    scores = np.concatenate([engine.score(raw(val_windows[i : i + BATCH_WINDOWS]))[0] for i in chunks])
-    threshold = with_margin(
-        calibrate(scores, model.threshold, model.threshold_quantile, model.pot_risk), model.threshold_margin
-    )
-    config["threshold"] = threshold.to_config()
-    usage = measure_memory(engine, raw(val_windows[:MAX_USAGE_WINDOWS]))
-    if usage is not None:
-        config["training"]["memory_usage"] = usage
-        message = collapse_warning(usage)
-        if message:
-            warnings.warn(f"{source}: {message}", DataWarning, stacklevel=3)
-    bundle = make_bundle(config, weights)
-    model._set_fitted(bundle, engine_type(bundle, net))
-    return model
 
 
 def _log_peak(source: str, stage: str) -> None:
