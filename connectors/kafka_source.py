@@ -80,6 +80,7 @@ class KafkaSource:
         on_revoked: Callable[[set[int]], None] | None = None,
         on_assigned: Callable[[set[int]], None] | None = None,
         on_rewound: Callable[[int, int, int, int], None] | None = None,
+        startup_timeout_s: float = 60.0,
     ) -> None:
         self.topic = topic
         self.max_rewind_messages = max_rewind_messages
@@ -105,8 +106,20 @@ class KafkaSource:
             metadata_max_age_ms=30_000,
         )
         # Metadata first: a member that joins before its metadata names the topic's partitions
-        # is assigned none until the next refresh (up to metadata_max_age_ms later).
-        self.consumer.partitions_for_topic(topic)
+        # is assigned none until the next refresh (up to metadata_max_age_ms later). A broker
+        # that is restarting is waited for up to `startup_timeout_s`; only then is it a reason
+        # to exit (status 1, and the supervisor tries again).
+        deadline = time.monotonic() + startup_timeout_s
+        while True:
+            try:
+                self.consumer.partitions_for_topic(topic)
+                break
+            except KafkaError as exc:
+                if time.monotonic() >= deadline:
+                    self.consumer.close(autocommit=False)
+                    raise
+                log.warning("broker not reachable yet; retrying", extra={"error": repr(exc)})
+                time.sleep(1.0)
         self.consumer.subscribe([topic], listener=_Listener(self))
 
     def poll(self, timeout_ms: int) -> list[ConsumerRecord]:

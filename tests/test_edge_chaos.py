@@ -82,27 +82,32 @@ def test_kills_restarts_and_rebalances_lose_and_change_no_score(
     a = daemon("edge-a").start()
     producer = replay_in_background(kafka_broker.bootstrap, kafka_names.input, csv, rate=150)
     plan: list[str] = []
-    time.sleep(float(rng.uniform(1.5, 3.0)))
-    kill_while_scoring(a)
-    plan.append("kill a")
-    a = daemon("edge-a").start()
-    b = daemon("edge-b").start()  # a member joins
-    plan.append("b joins")
-    kill_while_scoring(a)
-    plan.append("kill a")
-    a = daemon("edge-a").start()
-    time.sleep(float(rng.uniform(0.5, 1.5)))
-    kafka_broker.kill()  # the broker dies mid-stream, and comes back
-    kafka_broker.start()
-    plan.append("kill broker")
-    a.wait_ready(60)
-    b.wait_ready(60)
-    assert b.stop() == 0  # a member leaves
-    plan.append("b leaves")
-    kill_while_scoring(a)
-    plan.append("kill a")
-    a = daemon("edge-a").start()
-    join_replay(producer)
+    try:
+        time.sleep(float(rng.uniform(1.5, 3.0)))
+        kill_while_scoring(a)
+        plan.append("kill a")
+        a = daemon("edge-a").start()
+        b = daemon("edge-b").start()  # a member joins
+        plan.append("b joins")
+        kill_while_scoring(a)
+        plan.append("kill a")
+        a = daemon("edge-a").start()
+        time.sleep(float(rng.uniform(0.5, 1.5)))
+        kafka_broker.kill()  # the broker dies mid-stream, and comes back
+        kafka_broker.start()
+        plan.append("kill broker")
+        a.wait_ready(60)
+        b.wait_ready(60)
+        assert b.stop() == 0  # a member leaves
+        plan.append("b leaves")
+        kill_while_scoring(a)
+        plan.append("kill a")
+        a = daemon("edge-a").start()
+        join_replay(producer)
+    finally:
+        if producer.poll() is None:
+            producer.kill()
+            producer.communicate()
 
     expected = len(offline)
     records = wait_count(kafka_broker.bootstrap, kafka_names.output, expected, timeout=150)
