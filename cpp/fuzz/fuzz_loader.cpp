@@ -96,6 +96,7 @@ bool reshape_tensor(std::vector<std::uint8_t>& tensors, std::mt19937& rng) {
             memae::testing::Tensor t;
             for (const auto& d : kv.second.at("shape", "").items("")) t.shape.push_back(d.integer("", 0, 64));
             const auto& offs = kv.second.at("data_offsets", "").items("");
+            if (offs.size() != 2) return false;  // a mutated header: not ours to reshape
             const auto begin = static_cast<std::size_t>(offs[0].integer("", 0, 1 << 26));
             const auto end = static_cast<std::size_t>(offs[1].integer("", 0, 1 << 26));
             if (begin > end || 8 + hlen + end > tensors.size()) return false;
@@ -114,8 +115,10 @@ bool reshape_tensor(std::vector<std::uint8_t>& tensors, std::mt19937& rng) {
             d = std::max<std::int64_t>(0, d + static_cast<std::int64_t>(rng() % 5) - 2);
         }
         std::size_t n = 1;
-        for (auto d : t.shape) n *= static_cast<std::size_t>(d);
-        if (n > (1u << 16)) return false;
+        for (auto d : t.shape) {
+            n *= static_cast<std::size_t>(d);
+            if (n > (1u << 16)) return false;  // checked per factor: many dimensions cannot wrap it
+        }
         t.data.resize(n, 0.25f);
         tensors = memae::testing::safetensors_bytes(out);
         return true;
