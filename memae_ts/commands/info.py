@@ -82,9 +82,12 @@ def run(args: argparse.Namespace) -> int:
             f"  resampled      every {resample['period_seconds']:g} s, {resample['method']} up to "
             f"{resample['limit_seconds']:g} s (score and edge do the same)"
         )
-    lines.append(
-        f"  gaps           split beyond {config.get('max_gap_seconds')} s; fill up to "
-        f"{config.get('max_fill_rows')} missing rows"
-    )
+    if resample:
+        lines.append("  gaps           a grid row with a missing value splits the series (no other fill)")
+    else:
+        lines.append(
+            f"  gaps           split beyond {config.get('max_gap_seconds')} s; fill up to "
+            f"{config.get('max_fill_rows')} missing rows"
+        )
     print("\n".join(lines))
     return 0
