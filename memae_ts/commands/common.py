@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from memae_ts.durations import duration_seconds
 from memae_ts.reading import ReadOptions
+
+if TYPE_CHECKING:
+    from memae_ts.data import SensorData
 
 EXAMPLES_HEADER = "examples:\n"
 
@@ -99,4 +102,21 @@ def add_engine_option(parser: argparse.ArgumentParser) -> None:
         default="auto",
         choices=["auto", "runtime", "torch", "onnx", "numpy"],
         help="scoring engine (default auto: the C++ runtime when built, else torch, else numpy)",
+    )
+
+
+def load_training_data(args: argparse.Namespace) -> SensorData:
+    """DATA read as `fit` reads it (labels detected, every reading option): `inspect` shows
+    exactly what `fit` would learn from."""
+    from memae_ts.data import load_csv
+
+    return load_csv(
+        args.csv,
+        time_column=args.time_column,
+        asset_column=args.asset_column,
+        label_column=args.label_column,
+        exclude=args.exclude,
+        options=read_options(args),
+        detect_labels=True,
+        drop_duplicates=args.drop_duplicates,
     )

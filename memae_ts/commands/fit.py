@@ -12,7 +12,13 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from memae_ts.estimator import MemAE
 
-from memae_ts.commands.common import add_data_options, formatter, parse_duration_seconds, read_options
+from memae_ts.commands.common import (
+    add_data_options,
+    formatter,
+    load_training_data,
+    parse_duration_seconds,
+    read_options,
+)
 
 EPILOG = """\
 examples:
@@ -240,7 +246,6 @@ def default_output(data_path: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from memae_ts.data import load_csv
 
     output = args.output or default_output(args.csv)
     model = model_from_args(args)
@@ -254,16 +259,7 @@ def run(args: argparse.Namespace) -> int:
         say = functools.partial(print, flush=True)
         fit_streaming(model, args.csv, plan=plan, options=options, drop_duplicates=duplicates, report=say)
         return _report(model, output) if main else 0
-    data = load_csv(
-        args.csv,
-        time_column=args.time_column,
-        asset_column=args.asset_column,
-        label_column=args.label_column,
-        exclude=args.exclude,
-        options=read_options(args),
-        detect_labels=True,
-        drop_duplicates=args.drop_duplicates,
-    )
+    data = load_training_data(args)
     if main:
         print(data.summary.format(short=True), flush=True)  # what was read, before the long part
     model.fit(data)

@@ -11,7 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from memae_ts.commands.common import add_data_options, formatter, parse_duration_seconds, read_options
+from memae_ts.commands.common import (
+    add_data_options,
+    formatter,
+    load_training_data,
+    parse_duration_seconds,
+)
 
 EPILOG = """\
 examples:
@@ -50,19 +55,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def run(args: argparse.Namespace) -> int:
-    from memae_ts.data import load_csv
     from memae_ts.windows import default_max_gap_seconds, gap_report, segment
 
-    data = load_csv(
-        args.csv,
-        time_column=args.time_column,
-        asset_column=args.asset_column,
-        label_column=args.label_column,
-        exclude=args.exclude,
-        options=read_options(args),
-        detect_labels=True,
-        drop_duplicates=args.drop_duplicates,
-    )
+    data = load_training_data(args)
     if args.resample:
         from memae_ts.regular import make_spec, resample_data
 
