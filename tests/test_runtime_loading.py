@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from runtime_bundles import random_bundle, random_windows, stamped, write_bundle
+from runtime_bundles import edited, random_bundle, random_windows, stamped, write_bundle
 from safetensors.numpy import save
 
 from memae_ts import _runtime
@@ -141,15 +141,6 @@ def test_newer_format_version_is_refused(tmp_path: Path, good) -> None:
     assert _runtime.FORMAT_VERSION == 2
 
 
-def _edit(config: dict[str, Any], path: list[Any], value: Any) -> dict[str, Any]:
-    out = json.loads(json.dumps(config))
-    node = out
-    for key in path[:-1]:
-        node = node[key]
-    node[path[-1]] = value
-    return out
-
-
 @pytest.mark.parametrize(
     ("path", "value", "message"),
     [
@@ -175,7 +166,7 @@ def _edit(config: dict[str, Any], path: list[Any], value: Any) -> dict[str, Any]
 def test_inconsistent_config_is_refused(good, path: list[Any], value: Any, message: str) -> None:
     config, weights = good
     with pytest.raises(BundleError, match=message):
-        load_bytes(_edit(config, path, value), save(weights))
+        load_bytes(edited(config, path, value), save(weights))
 
 
 @pytest.mark.parametrize(

@@ -120,3 +120,26 @@ def load_training_data(args: argparse.Namespace) -> SensorData:
         detect_labels=True,
         drop_duplicates=args.drop_duplicates,
     )
+
+
+def add_resample_options(group: argparse._ArgumentGroup) -> None:
+    """--resample and its rule, the same for `fit` (which stores them in the bundle) and
+    `inspect` (which shows what they would make of the data)."""
+    group.add_argument(
+        "--resample",
+        metavar="PERIOD",
+        help="put the data on a regular grid first, e.g. 10s or 1min (for historian exports stored by "
+        "exception); the bundle remembers it and score/edge do the same",
+    )
+    group.add_argument(
+        "--resample-method",
+        choices=["hold", "interpolate"],
+        default="hold",
+        help="hold the last value (default) or interpolate linearly between readings",
+    )
+    group.add_argument(
+        "--resample-limit",
+        metavar="DURATION",
+        help="hold or interpolate across at most this long; older values become missing "
+        "(default: max(1h, 3 periods))",
+    )

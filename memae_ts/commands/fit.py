@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
 from memae_ts.commands.common import (
     add_data_options,
+    add_resample_options,
     formatter,
     load_training_data,
     parse_duration_seconds,
@@ -74,24 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         default=D["max_fill"],
         help="forward-fill at most this many missing rows (default %(default)s)",
     )
-    w.add_argument(
-        "--resample",
-        metavar="PERIOD",
-        help="put the data on a regular grid first, e.g. 10s or 1min (for historian exports stored by "
-        "exception); the bundle remembers it and score/edge do the same",
-    )
-    w.add_argument(
-        "--resample-method",
-        choices=["hold", "interpolate"],
-        default=D["resample_method"],
-        help="hold the last value (default) or interpolate linearly between readings",
-    )
-    w.add_argument(
-        "--resample-limit",
-        metavar="DURATION",
-        help="hold or interpolate across at most this long; older values become missing "
-        "(default: max(1h, 3 periods))",
-    )
+    add_resample_options(w)
     w.add_argument(
         "--train-on-labelled",
         action="store_true",

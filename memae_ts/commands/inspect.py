@@ -13,6 +13,7 @@ import json
 
 from memae_ts.commands.common import (
     add_data_options,
+    add_resample_options,
     formatter,
     load_training_data,
     parse_duration_seconds,
@@ -47,9 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     w.add_argument("--max-gap", help="split where timestamps are further apart (default 3 sampling periods)")
     w.add_argument("--max-fill", type=int, default=defaults["max_fill"], help="forward-fill limit in rows")
-    w.add_argument("--resample", metavar="PERIOD", help="show the data put on a regular grid, e.g. 10s")
-    w.add_argument("--resample-method", choices=["hold", "interpolate"], default="hold")
-    w.add_argument("--resample-limit", metavar="DURATION", help="hold/interpolate limit")
+    add_resample_options(w)
     p.add_argument("--json", action="store_true", help="the summary as JSON")
     p.set_defaults(handler=run)
 
