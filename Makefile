@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 DEMO_DIR ?= demo-out
 TOOLS_DIR ?= .tools
 
-.PHONY: demo test install venv tools ctest fuzz cross pytest lint clean
+.PHONY: demo test install venv tools ctest fuzz cross pytest lint clean wheel wheel-aarch64
 FUZZ_SECONDS ?= 30
 
 $(PY):
@@ -30,9 +30,25 @@ demo: install
 	$(BIN)/memae-ts score $(DEMO_DIR)/model $(DEMO_DIR)/live.csv -o $(DEMO_DIR)/scores.csv
 	$(BIN)/memae-ts evaluate $(DEMO_DIR)/model $(DEMO_DIR)/live.csv --label-column anomaly
 	$(BIN)/memae-ts plot $(DEMO_DIR)/model $(DEMO_DIR)/live.csv --label-column anomaly -o $(DEMO_DIR)/plot.png
-	@echo "Demo done: scores in $(DEMO_DIR)/scores.csv, picture in $(DEMO_DIR)/plot.png"
+	$(BIN)/memae-ts demo-data $(DEMO_DIR)/plant.csv --days 3 --assets 3 --seed 2
+	$(BIN)/memae-ts plot $(DEMO_DIR)/model $(DEMO_DIR)/plant.csv --asset-column asset --label-column anomaly \
+		-o $(DEMO_DIR)/plant.png
+	$(BIN)/memae-ts plot $(DEMO_DIR)/model $(DEMO_DIR)/plant.csv --asset-column asset --label-column anomaly \
+		-o $(DEMO_DIR)/plant.html
+	@echo "Demo done: scores in $(DEMO_DIR)/scores.csv, pictures in $(DEMO_DIR)/plot.png, plant.png, plant.html"
 
-# Test-only tools (Kafka broker jars from Maven Central, Prometheus from Debian, GoogleTest).
+# A manylinux wheel in dist/ that installs without a compiler (pip install dist/memae_ts-*.whl,
+# plus '[edge]' on a gateway); scripts/build-wheel.sh says how.
+wheel: install
+	PY=$(PY) bash scripts/build-wheel.sh dist
+
+# The same for aarch64 gateways, cross-built here and checked under qemu against this machine's
+# runtime (Debian's arm64 CPython unpacked into .tools; scripts/build-wheel-aarch64.sh says how).
+wheel-aarch64: install
+	PY=$(PY) MEMAE_TS_TOOLS=$(abspath $(TOOLS_DIR)) bash scripts/build-wheel-aarch64.sh dist
+
+# Test-only tools (Kafka broker jars from Maven Central, Prometheus and Mosquitto from Debian, GoogleTest,
+# Chromium for the interactive plot test).
 tools:
 	bash scripts/install-test-tools.sh $(TOOLS_DIR)
 

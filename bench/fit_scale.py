@@ -2,7 +2,8 @@
 
 Method. A synthetic plant series (20 sensors at 1 s: slow sine modes, noise, a few missing
 cells) is written once per size as Parquet (float32 columns; and as CSV up to 1 M rows). Each
-measurement runs in a fresh child process, so its peak RSS (`ru_maxrss`) is its own:
+measurement runs in a fresh child process and reads its own peak RSS (VmHWM, through this
+tree's memae_ts/peak_rss.py even with --tree: `ru_maxrss` would carry this parent's peak):
 
 - load: seconds to read the file into a SensorData (blank when the file is streamed: a Parquet
   input larger than fit's --memory-limit is read in passes inside fit);
@@ -32,11 +33,12 @@ from pathlib import Path
 import numpy as np
 
 N_SENSORS = 20
+PEAK_RSS_MODULE = Path(__file__).resolve().parents[1] / "memae_ts" / "peak_rss.py"
 STEPS = 200
 BATCH = 64
 
 CHILD = r"""
-import json, os, resource, sys, time, warnings
+import json, os, runpy, sys, time, warnings
 tree = os.environ.get("FIT_SCALE_TREE")
 if tree:
     skip = ("editable", "scikit")
@@ -45,8 +47,9 @@ if tree:
 warnings.simplefilter("ignore")
 import inspect
 from memae_ts.estimator import MemAE
-from memae_ts.data import load_csv
+from memae_ts.io.data import load_csv
 path, steps, limit = sys.argv[1], int(sys.argv[2]), sys.argv[3] or None
+peak_rss_bytes = runpy.run_path(sys.argv[4])["peak_rss_bytes"]
 params = dict(epochs=1, batch_size=64, seed=0)
 accepted = inspect.signature(MemAE.__init__).parameters
 sampled = "steps_per_epoch" in accepted
@@ -54,13 +57,13 @@ if sampled:
     params["steps_per_epoch"] = steps
 streamed = False
 if "memory_limit" in accepted:
-    from memae_ts.streaming import streaming_plan
+    from memae_ts.training.streaming import streaming_plan
     params["memory_limit"] = limit
     streamed = streaming_plan(path, limit) is not None
 t0, c0 = time.perf_counter(), time.process_time()
 data = path if streamed else load_csv(path)  # a streamed fit reads the file in its own passes
 load_s = float("nan") if streamed else time.perf_counter() - t0
-load_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+load_rss = peak_rss_bytes()
 t1, c1 = time.perf_counter(), time.process_time()
 model = MemAE(**params).fit(data)
 fit_s, fit_cpu = time.perf_counter() - t1, time.process_time() - c1
@@ -70,7 +73,7 @@ windows = steps * 64 if sampled else training["n_train_windows"]
 print(json.dumps({
     "rows": len(data), "load_s": load_s, "fit_s": fit_s, "fit_cpu_s": fit_cpu,
     "epoch_s": seconds, "epoch_windows": windows, "sampled": sampled, "streamed": streamed,
-    "load_rss": load_rss, "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    "load_rss": load_rss, "peak_rss": peak_rss_bytes(),
 }))
 """
 
@@ -134,7 +137,7 @@ def measure(path: Path, tree: str | None, memory_limit: str) -> dict[str, float]
         env["FIT_SCALE_TREE"] = tree
     started = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-c", CHILD, str(path), str(STEPS), memory_limit],
+        [sys.executable, "-c", CHILD, str(path), str(STEPS), memory_limit, str(PEAK_RSS_MODULE)],
         capture_output=True,
         text=True,
         env=env,

@@ -57,8 +57,8 @@ from bench.skab import (  # noqa: E402
     labelled_files,
     read,
 )
-from memae_ts.metrics import evaluate  # noqa: E402
-from memae_ts.nab import events_of, nab  # noqa: E402
+from memae_ts.evaluation.metrics import evaluate  # noqa: E402
+from memae_ts.evaluation.nab import events_of, nab  # noqa: E402
 
 WINDOW = 60
 UCL_QUANTILE = 0.999

@@ -47,7 +47,7 @@ if REPO not in sys.path:
 from bench.run_options import add_run_options, apply_run_options  # noqa: E402
 from bench.skab import DEFAULT_DATA, TRAIN_ROWS, every_covering_window, read  # noqa: E402
 from memae_ts.estimator import MemAE  # noqa: E402
-from memae_ts.metrics import evaluate  # noqa: E402
+from memae_ts.evaluation.metrics import evaluate  # noqa: E402
 
 GOAL_FAR, GOAL_MAR = 0.1355, 0.2802  # the leaderboard Conv-AE's published row
 FUTURE_ROWS = 800
@@ -163,7 +163,7 @@ def fitted_rows(validation_fraction: float) -> int:
 def chunk_scores(frame: pd.DataFrame, start: int, params: dict[str, Any]) -> dict[str, np.ndarray]:
     """Fit on rows start..start+400 (no margin), score the 800 rows after; the estimator's own
     split: training windows end before the held-out rows, held-out windows lie inside them."""
-    from memae_ts.data import DataWarning
+    from memae_ts.io.data import DataWarning
 
     part = frame.iloc[start : start + TRAIN_ROWS + FUTURE_ROWS].reset_index(drop=True)
     with warnings.catch_warnings():
@@ -210,7 +210,7 @@ def calibration(chunks: Sequence[dict[str, np.ndarray]]) -> dict[str, dict[str, 
 
 def drift(frame: pd.DataFrame, starts: Sequence[int]) -> dict[str, float]:
     """Median over chunks of RMS(next 800 rows - centre) / scale, per sensor."""
-    from memae_ts.scaling import Scaler
+    from memae_ts.training.scaling import Scaler
 
     defaults = MemAE()
     sensors = [c for c in frame.columns if c != "datetime"]

@@ -22,11 +22,37 @@ import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
+from memae_ts.connectors.messages import InvalidMessage, Reading
 from numpy.lib.stride_tricks import sliding_window_view
 
-from connectors.messages import InvalidMessage, Reading
-
 _NO_ENDS = np.empty(0, dtype=np.int64)
+_NO_STARTS = np.empty(0, dtype=bool)
+
+
+# Up to this many rows of one asset in one call take the small-batch path when they can.
+_SMALL = 8
+# Read-only (shared by every call): the window ends 0..n-1 of n rows that each end a window.
+_ENDS = [np.arange(n, dtype=np.int64) for n in range(_SMALL + 1)]
+for _ends in _ENDS:
+    _ends.setflags(write=False)
+_WINDOW_INDEX: dict[tuple[int, int], np.ndarray] = {}
+
+
+def _window_index(n: int, window: int) -> np.ndarray:
+    """Row positions of the n windows ending at the last n of ``window - 1 + n`` rows."""
+    index = _WINDOW_INDEX.get((n, window))
+    if index is None:
+        index = _WINDOW_INDEX[n, window] = np.arange(n)[:, None] + np.arange(window)
+        index.setflags(write=False)
+    return index
+
+
+def _starts(n: int, first: bool) -> np.ndarray:
+    """Stretch-start flags of n windows of one series, the first one ``first``."""
+    out = np.zeros(n, dtype=bool)
+    if n and first:
+        out[0] = True
+    return out
 
 
 @dataclass(slots=True)
@@ -45,6 +71,11 @@ class _AssetState:
     value_offsets: np.ndarray = field(init=False)
     nan_run: np.ndarray = field(init=False)
     in_dropout: bool = False
+    # True until the first window of the current series is made: that window starts a stretch,
+    # which the alarm rule (memae_ts.detection.alarms) treats as a gap. ``first_is_start`` tells whether
+    # the windows of the last ``extend`` call began with such a window.
+    fresh: bool = True
+    first_is_start: bool = False
 
     def __post_init__(self) -> None:
         self.reset()
@@ -55,6 +86,7 @@ class _AssetState:
     def reset(self) -> None:
         self.tail = np.empty((0, self.n_sensors), dtype=np.float32)
         self.tail_offsets = np.empty(0, dtype=np.int64)
+        self.fresh = True
 
     def extend(self, rows: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         """Append rows of one series; returns the windows ending at each of them that has a
@@ -62,11 +94,23 @@ class _AssetState:
         w = self.window
         full = np.concatenate([self.tail, rows.astype(np.float32, copy=False)])
         full_offsets = np.concatenate([self.tail_offsets, offsets])
+        n = len(rows)
+        if 0 < n <= _SMALL and len(self.tail) == w - 1:
+            # A few rows on a full buffer (a slow asset's poll, a forward-filled row): each ends
+            # a window. The windows are taken by one cached fancy index (a copy, the same values
+            # as the view below, without sliding_window_view's per-call cost); the new tail is
+            # a view of at most window - 1 + _SMALL rows, which keeps nothing big alive.
+            self.tail = full[n:]
+            self.tail_offsets = full_offsets[n:]
+            self.first_is_start, self.fresh = self.fresh, False
+            return full[_window_index(n, w)]
         start = max(0, len(full) - (w - 1))
         self.tail = full[start:].copy()  # not a view: it would keep the whole batch alive
         self.tail_offsets = full_offsets[start:].copy()
         if len(full) < w:
+            self.first_is_start = False
             return np.empty((0, w, self.n_sensors), dtype=np.float32)
+        self.first_is_start, self.fresh = self.fresh, False
         return sliding_window_view(full, w, axis=0).transpose(0, 2, 1)
 
     def oldest_needed_offset(self, max_fill_rows: int = 0) -> int | None:
@@ -93,6 +137,7 @@ class Extended:
     windows: np.ndarray
     rejected: list[tuple[int, InvalidMessage]]
     ts: np.ndarray | None = None
+    starts: np.ndarray | None = None  # per window: True where it is the first of a stretch
 
 
 class WindowBuffers:
@@ -161,6 +206,10 @@ class WindowBuffers:
             state = _AssetState(self.window, self.n_sensors)
             self._assets[asset] = state
         state.partition = partition
+        if n <= _SMALL:
+            fast = self._small_clean(state, ts, values, offsets)
+            if fast is not None:
+                return fast
 
         # Newest accepted time before each row. A refused row is older than that by more than
         # the tolerance, so counting it in the running maximum changes nothing.
@@ -188,12 +237,41 @@ class WindowBuffers:
         if self.max_fill_rows == 0:
             # Nothing is ever filled: a row with a missing value only ends the series, so the
             # rows between such rows go in as runs, like clean rows (resampled models).
-            ends, windows = self._clean(state, rows, offsets[accepted], restart[accepted], missing)
+            ends, windows, starts = self._clean(state, rows, offsets[accepted], restart[accepted], missing)
         elif state.in_dropout or missing.any():
-            ends, windows = self._row_by_row(state, rows, offsets[accepted], restart[accepted])
+            ends, windows, starts = self._row_by_row(state, rows, offsets[accepted], restart[accepted])
         else:
-            ends, windows = self._clean(state, rows, offsets[accepted], restart[accepted])
-        return Extended(accepted[ends], windows, rejected)
+            ends, windows, starts = self._clean(state, rows, offsets[accepted], restart[accepted])
+        return Extended(accepted[ends], windows, rejected, starts=starts)
+
+    def _small_clean(
+        self, state: _AssetState, ts: np.ndarray, values: np.ndarray, offsets: np.ndarray
+    ) -> Extended | None:
+        """The steady state of a slow asset, a few rows per poll, without numpy's per-call cost
+        on tiny arrays (that was ~70 us per call for 4 rows, most of the daemon's CPU per reading
+        with many assets at live rates): every row accepted, none missing, no time gap, no
+        dropout, and a full window's worth of rows buffered, so each row ends a window. Returns
+        None, having changed nothing, when any of that does not hold (the general path then
+        decides, with the same result as before)."""
+        w = self.window
+        newest = state.last_ts
+        if state.in_dropout or newest is None or len(state.tail) != w - 1:
+            return None
+        tolerance, gap = self.backwards_tolerance_seconds, self.max_gap_seconds
+        for t in ts.tolist():  # Python floats are float64: the same tests as the array path
+            back = newest - t
+            if t != t or back > tolerance or (gap is not None and -back > gap):
+                return None  # a refused row, a new series or a NaN time
+            if t > newest:
+                newest = t
+        if np.isnan(values).any():
+            return None
+        n = len(ts)
+        windows = state.extend(values, offsets)  # n windows: the buffer is full
+        state.last_ts = float(newest)
+        state.last_values = values[-1].copy()
+        state.value_offsets[:] = offsets[-1]
+        return Extended(_ENDS[n], windows, [], starts=_starts(n, state.first_is_start))
 
     def _clean(
         self,
@@ -202,7 +280,7 @@ class WindowBuffers:
         offsets: np.ndarray,
         restart: np.ndarray,
         missing: np.ndarray | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Rows without missing values: only time gaps split them into series. With ``missing``
         (only when nothing is filled), each row it marks is left out and ends the series."""
         if missing is None:
@@ -211,6 +289,7 @@ class WindowBuffers:
         bounds = [0, *np.flatnonzero(cuts).tolist(), len(rows)]
         ends: list[np.ndarray] = []
         windows: list[np.ndarray] = []
+        starts: list[np.ndarray] = []
         for start, stop in itertools.pairwise(bounds):
             if start == stop:
                 continue
@@ -221,18 +300,20 @@ class WindowBuffers:
             made = state.extend(rows[start:stop], offsets[start:stop])
             ends.append(np.arange(stop - len(made), stop))
             windows.append(made)
+            starts.append(_starts(len(made), state.first_is_start))
         state.last_values = rows[-1].copy()
         state.value_offsets[:] = offsets[-1]
-        return self._join(ends, windows)
+        return self._join(ends, windows, starts)
 
     def _row_by_row(
         self, state: _AssetState, rows: np.ndarray, offsets: np.ndarray, restart: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The forward-fill rules: a sensor missing for at most ``max_fill_rows`` consecutive
         rows takes its last value; otherwise the series breaks there and restarts at the next
         complete row."""
         ends: list[np.ndarray] = []
         windows: list[np.ndarray] = []
+        starts: list[np.ndarray] = []
         for i, row in enumerate(rows):
             if restart[i]:
                 state.reset()
@@ -263,14 +344,17 @@ class WindowBuffers:
             if len(made):
                 ends.append(np.array([i]))
                 windows.append(made)
-        return self._join(ends, windows)
+                starts.append(_starts(1, state.first_is_start))
+        return self._join(ends, windows, starts)
 
-    def _join(self, ends: list[np.ndarray], windows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    def _join(
+        self, ends: list[np.ndarray], windows: list[np.ndarray], starts: list[np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if not ends:
-            return _NO_ENDS, self._no_windows()
+            return _NO_ENDS, self._no_windows(), _NO_STARTS
         if len(ends) == 1:
-            return ends[0], windows[0]
-        return np.concatenate(ends), np.concatenate(windows)
+            return ends[0], windows[0], starts[0]
+        return np.concatenate(ends), np.concatenate(windows), np.concatenate(starts)
 
     def _no_windows(self) -> np.ndarray:
         return np.empty((0, self.window, self.n_sensors), dtype=np.float32)

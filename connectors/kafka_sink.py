@@ -1,10 +1,10 @@
 """Kafka sink: score records and dead letters, with delivery confirmed before any commit.
 
-Why librdkafka (confluent-kafka) here while the source uses kafka-python: the daemon writes one
-score record per reading, and kafka-python's producer costs about 25 µs of Python per record,
-several times the whole per-reading budget; librdkafka takes about 1 µs and does batching and
-I/O on its own threads. The options are the same kafka-python-style keys as the consumer's
-(:func:`producer_config` translates them), so one ``[kafka]`` section configures both.
+Why librdkafka (confluent-kafka): the daemon writes one score record per reading, and
+kafka-python's producer costs about 25 µs of Python per record, several times the whole
+per-reading budget; librdkafka takes about 1 µs and does batching and I/O on its own threads
+(the consumer, connectors/kafka_source.py, is librdkafka's too). ``[kafka]`` holds
+kafka-python-style keys; :func:`producer_config` translates them for every client.
 
 Why ``flush`` raises instead of returning quietly: the daemon commits input offsets only after
 ``flush`` returns, so a record the broker never acknowledged must stop the commit. The producer
@@ -107,8 +107,10 @@ class KafkaSink:
         linger_ms: int = 5,
         delivery_timeout_ms: int = 120_000,
         on_dead_letter_cut: Callable[[str], None] | None = None,
+        episodes_topic: str | None = None,
     ) -> None:
         self.topic = topic
+        self.episodes_topic = episodes_topic or None  # alarm episode records (None: not sent)
         self.dead_letter_topic = dead_letter_topic
         self._client = producer_config(client_config)
         self._sent = 0
@@ -120,22 +122,25 @@ class KafkaSink:
         self._on_cut = on_dead_letter_cut or (lambda action: None)
         # Largest dead-letter value sent as it is; set from the topic's max.message.bytes.
         self.dead_letter_limit: int | None = None  # the topic's max.message.bytes, once read
-        self.producer = Producer(
-            {
-                **self._client,
-                "acks": "all",
-                "enable.idempotence": True,
-                "linger.ms": linger_ms,
-                "delivery.timeout.ms": delivery_timeout_ms,
-                "compression.type": "none",
-                "delivery.report.only.error": True,
-                "on_delivery": self._on_delivery,
-                "error_cb": self._on_error,
-                "logger": log,
-                # librdkafka logs every failed connection attempt; error_cb reports them once.
-                "log_level": 2,
-            }
-        )
+        self._linger_ms, self._delivery_timeout_ms = linger_ms, delivery_timeout_ms
+        self.producer = Producer(self._producer_settings())
+
+    def _producer_settings(self) -> dict[str, Any]:
+        """librdkafka properties (connectors/kafka_txn.py adds the transactional ones)."""
+        return {
+            **self._client,
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": self._linger_ms,
+            "delivery.timeout.ms": self._delivery_timeout_ms,
+            "compression.type": "none",
+            "delivery.report.only.error": True,
+            "on_delivery": self._on_delivery,
+            "error_cb": self._on_error,
+            "logger": log,
+            # librdkafka logs every failed connection attempt; error_cb reports them once.
+            "log_level": 2,
+        }
 
     def _on_delivery(self, error: KafkaError | None, message: Any) -> None:
         if error is not None:
@@ -180,7 +185,10 @@ class KafkaSink:
 
         Raises :class:`BrokerAuthFailed` as soon as the broker refuses the credentials or the
         TLS handshake fails, with the broker's reason (instead of a timeout much later)."""
-        for topic in (self.topic, self.dead_letter_topic):
+        topics = [self.topic, self.dead_letter_topic]
+        if self.episodes_topic:
+            topics.append(self.episodes_topic)
+        for topic in topics:
             deadline = time.monotonic() + 10
             while True:
                 try:
@@ -234,6 +242,15 @@ class KafkaSink:
                 self._produce(topic, key, value, None)
         self._sent += len(values)
         self.producer.poll(0)
+
+    def publish_episodes(self, keys: Sequence[bytes], values: Sequence[bytes]) -> None:
+        """Alarm episode records (opened/closed, already encoded) to the episodes topic, key =
+        asset; acknowledged by the same flush as the score records, so before the commit."""
+        if not self.episodes_topic:
+            return
+        for key, value in zip(keys, values, strict=True):
+            self._produce(self.episodes_topic, key, value, None)
+        self._sent += len(values)
 
     def dead_letter(
         self,

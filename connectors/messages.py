@@ -49,6 +49,8 @@ REASONS = (
     "time_backwards",
     "asset_mismatch",
     "unknown_asset",
+    "no_model",  # the asset is in no [[model]] section's assets
+    "model_unavailable",  # its [[model]]'s bundle could not be loaded (docs/edge.md)
 )
 
 
@@ -144,6 +146,15 @@ def _key_name(key: bytes | None) -> str:
     return name
 
 
+def key_asset(key: bytes | None, allowed_assets: Sequence[str] = ()) -> str:
+    """The asset a message key names, if ``allowed_assets`` (names or shell patterns; empty:
+    all) admits it; else :class:`InvalidMessage` (``bad_asset``, ``unknown_asset``)."""
+    name = _key_name(key)
+    if allowed_assets and not any(fnmatch.fnmatchcase(name, p) for p in allowed_assets):
+        raise InvalidMessage("unknown_asset", f"asset {name!r} is not in processing.assets"[:200])
+    return name
+
+
 def _check_body_asset(key_asset: str, body_asset: Any) -> None:
     if type(body_asset) is not str or not body_asset.strip():
         raise InvalidMessage("bad_asset", f"asset must be a non-empty string: {body_asset!r}"[:120])
@@ -168,6 +179,10 @@ def _loads_lenient(value: bytes) -> Any:
 
 # Value types that go straight into a float64 array (None becomes NaN = missing).
 _PLAIN = frozenset({float, int, type(None)})
+_EPOCH = frozenset({float, int})
+# The compact form [ts, v0, v1, ...]: its time and its values.
+_FIRST = operator.itemgetter(0)
+_REST = operator.itemgetter(slice(1, None))
 
 
 @dataclass(slots=True)
@@ -217,10 +232,108 @@ class ReadingParser:
         return Reading(batch.assets[0], float(batch.ts[0]), batch.values[0])
 
     def parse_batch(self, keys: Sequence[bytes | None], values: Sequence[bytes | None]) -> ParsedBatch:
-        n_values = len(self.sensors)
-        pick = self._pick
+        """The usable readings of a batch and why the others are not.
+
+        Why two paths: at stream rates a Python loop per message is most of the daemon's CPU.
+        :meth:`_parse_clean` takes a batch in which every message is well formed through
+        C-implemented callables (``map`` of orjson, dict lookups, ``itemgetter``) and gives up
+        at the first sign of a problem; the message-by-message loop (:meth:`_parse_each`, the
+        reference) then parses the whole batch again and finds out exactly what is wrong."""
         if len(self._keys) > self._KEY_CACHE:
             self._keys = {}
+        if len(keys) != len(values):
+            raise ValueError("keys and values differ in length")
+        try:
+            fast = self._parse_clean(keys, values)
+        except Exception:  # whatever it is, the reference path says which message and why
+            fast = None
+        return fast if fast is not None else self._parse_each(keys, values)
+
+    def _parse_clean(
+        self, keys: Sequence[bytes | None], values: Sequence[bytes | None]
+    ) -> ParsedBatch | None:
+        """:meth:`_parse_each`'s result for a batch whose messages all have a known, usable key
+        and a well-formed body in one of the two forms; None for any other batch (what remains
+        to check, the timestamps and numbers, is checked by :meth:`_convert` for both paths)."""
+        n = len(values)
+        if n == 0 or None in values:  # a tombstone
+            return None
+        cache = self._keys
+        names = list(map(cache.get, keys))
+        if None in names:  # keys not seen yet: each distinct one looked at once
+            for key in dict.fromkeys(itertools.compress(keys, [name is None for name in names])):
+                try:
+                    self._key_asset(key, cache)
+                except InvalidMessage:
+                    pass  # cached: the batch goes to the reference path below
+            names = list(map(cache.get, keys))
+        if set(map(type, names)) != {str}:  # a key refused
+            return None
+        try:
+            bodies = list(map(orjson.loads, values))
+        except orjson.JSONDecodeError:
+            return None
+        kinds = set(map(type, bodies))
+        if kinds == {dict}:
+            fields = self._object_fields(bodies, names)
+        elif kinds == {list}:
+            fields = self._compact_fields(bodies)
+        elif kinds == {dict, list}:  # producers of both forms: each part on its own, then merged
+            objects = [type(body) is dict for body in bodies]
+            part = self._object_fields(
+                list(itertools.compress(bodies, objects)), list(itertools.compress(names, objects))
+            )
+            other = self._compact_fields([body for body in bodies if type(body) is list])
+            if part is None or other is None:
+                return None
+            of_objects, of_compact = zip(*part, strict=True), zip(*other, strict=True)
+            merged = [next(of_objects) if o else next(of_compact) for o in objects]
+            fields = [t for t, _ in merged], [row for _, row in merged]
+        else:
+            return None
+        if fields is None:
+            return None
+        raw_ts, rows = fields
+        invalid: list[tuple[int, InvalidMessage]] = []
+        index = list(range(n))
+        keep, ts_array, matrix = self._convert(raw_ts, rows, index, invalid)
+        if keep is None:
+            return ParsedBatch(np.arange(n, dtype=np.int64), names, ts_array, matrix, invalid)
+        invalid.sort(key=lambda item: item[0])
+        return ParsedBatch(
+            np.flatnonzero(keep).astype(np.int64),
+            list(itertools.compress(names, keep.tolist())),
+            ts_array[keep],
+            matrix[keep],
+            invalid,
+        )
+
+    def _object_fields(self, bodies: list[dict], names: list[str]) -> tuple[list[Any], list[Any]] | None:
+        """Times and sensor rows of JSON objects, or None when one needs the reference path."""
+        body_assets = list(map(dict.get, bodies, itertools.repeat("asset")))
+        if body_assets != names and any(
+            b is not None and b != a for b, a in zip(body_assets, names, strict=True)
+        ):
+            return None
+        sensor_values = list(map(dict.get, bodies, itertools.repeat("values")))
+        if sensor_values and set(map(type, sensor_values)) != {dict}:
+            return None
+        try:
+            rows = list(map(self._pick, sensor_values))
+        except KeyError:
+            return None
+        return list(map(dict.get, bodies, itertools.repeat("ts"))), rows
+
+    def _compact_fields(self, bodies: list[list]) -> tuple[list[Any], list[Any]] | None:
+        """Times and sensor rows of compact arrays, or None when one has the wrong length."""
+        if bodies and set(map(len, bodies)) != {len(self.sensors) + 1}:
+            return None
+        return list(map(_FIRST, bodies)), list(map(_REST, bodies))
+
+    def _parse_each(self, keys: Sequence[bytes | None], values: Sequence[bytes | None]) -> ParsedBatch:
+        """The reference: one message at a time, every check with its own reason."""
+        n_values = len(self.sensors)
+        pick = self._pick
         key_names = self._keys
         index: list[int] = []
         assets: list[str] = []
@@ -306,17 +419,27 @@ class ReadingParser:
         n = len(rows)
         errors: dict[int, InvalidMessage] = {}
         ts = np.empty(n, dtype=np.float64)
-        epoch = all(type(t) is float or type(t) is int for t in raw_ts)
+        kinds = set(map(type, raw_ts))
+        epoch = kinds <= _EPOCH
         if epoch:
             try:
                 ts[:] = raw_ts
             except OverflowError:  # an integer beyond the float range: found one by one below
                 epoch = False
+        parsed: dict[Any, float | InvalidMessage] = {}  # many assets share one timestamp
+        if not epoch and kinds == {str}:  # ISO strings: each distinct one parsed once
+            for raw in dict.fromkeys(raw_ts):
+                try:
+                    parsed[raw] = parse_timestamp(raw)
+                except InvalidMessage as exc:
+                    parsed[raw] = exc
+            if set(map(type, parsed.values())) == {float}:
+                ts[:] = list(map(parsed.__getitem__, raw_ts))
+                kinds = set()  # done: no time is invalid
         if epoch:
             for j in np.flatnonzero(~((ts >= EPOCH_MIN) & (ts <= EPOCH_MAX))):
                 errors[int(j)] = _epoch_out_of_range(raw_ts[j])
-        else:
-            parsed: dict[Any, float | InvalidMessage] = {}  # many assets share one timestamp
+        elif kinds:
             for j, raw in enumerate(raw_ts):
                 cache_key = raw if type(raw) is str else None
                 value = parsed.get(cache_key) if cache_key is not None else None
@@ -378,16 +501,41 @@ def encode_scores(
     sensors: Sequence[str],
     model_version: str,
     top_sensors: int = 3,
+    model_name: str | None = None,
+    modes: np.ndarray | None = None,
+    novelty: np.ndarray | None = None,
+    alarm_level: np.ndarray | None = None,
+    alarm: np.ndarray | None = None,
+    tail_probability: np.ndarray | None = None,
+    *,
+    native: bool | None = None,
 ) -> list[bytes]:
     """The output topic values, one per scored window, in input order.
 
     Fields: ``asset``, ``ts`` (as ``memae-ts score`` writes it), ``score``,
     ``normalised_score`` (score / threshold; 1.0 = alarm), ``is_anomaly``, ``top_sensors``
     (the sensors with the largest reconstruction error and their share of it, worst first, to
-    4 decimals) and ``model_version``. Scores are written with ``repr`` (exact round trip),
-    non-finite ones as null. One ``%`` format per record over precomputed columns, because
-    the daemon writes one record per reading.
+    4 decimals), ``model_version`` and, given ``model_name``, ``model`` (the [[model]] section).
+    A bundle with operating modes adds ``mode`` (integer, null when no slot was addressed) and
+    ``novelty_score`` (normalised, 1.0 = its threshold), and ``is_anomaly`` then follows
+    ``alarm_level`` (the bundle's combine rule; memae_ts.detection.modes). Given ``alarm`` (the alarm
+    rule's decision per window, memae_ts.detection.alarms), ``alarm`` (true/false); given
+    ``tail_probability``, ``tail_probability`` (share of normal windows at or above the score;
+    null for a bundle without a tail model is the caller's choice of leaving it out).
+    Scores are written with ``repr`` (exact round trip),
+    non-finite ones as null.
+
+    Why two writers: the daemon writes one record per reading, and formatting them in Python
+    (one ``%`` format per record over precomputed columns) cost about 6 us a record, a third
+    of its CPU outside the engine at ``hop = 1``. The C++ writer (cpp/src/score_records.cpp,
+    ``memae_ts._runtime.encode_score_records``) writes the same bytes (differential-tested
+    and fuzzed); the Python one is the reference, and is used where the C++ one does not
+    apply (an extension built before it, a time outside the years 1-9999, modes that are not
+    integers). ``native``: None = the C++ writer where the extension has it; True / False
+    force one (the differential tests).
     """
+    if native is None:
+        native = _native_records is not None
     n = len(assets)
     if n == 0:
         return []
@@ -401,12 +549,19 @@ def encode_scores(
     shares = np.round(np.take_along_axis(contributions, top, axis=1) / totals[:, None], 4)
     sensor_json = np.array([json.dumps(s) for s in sensors], dtype=object)
     asset_json = {a: json.dumps(a) for a in set(assets)}
+    if native:
+        out = _encode_native(
+            [asset_json[a] for a in assets], ts, scores, normalised, alarm_level, top, shares,
+            sensor_json.tolist(), model_version, model_name, modes, novelty, alarm, tail_probability,
+        )  # fmt: skip
+        if out is not None:
+            return out
     columns: list[list[Any]] = [
         [asset_json[a] for a in assets],
         format_timestamps(ts),
         _json_numbers(scores),
         _json_numbers(normalised),
-        np.where(normalised >= 1.0, "true", "false").tolist(),
+        np.where((normalised if alarm_level is None else alarm_level) >= 1.0, "true", "false").tolist(),
     ]
     for j in range(k):
         columns.append(sensor_json[top[:, j]].tolist())
@@ -415,9 +570,74 @@ def encode_scores(
         '{"asset":%s,"ts":"%s","score":%s,"normalised_score":%s,"is_anomaly":%s,"top_sensors":['
         + ",".join(['{"sensor":%s,"share":%.4f}'] * k)
         + "],"
-        + f'"model_version":{json.dumps(model_version).replace("%", "%%")}}}'
+        + f'"model_version":{json.dumps(model_version).replace("%", "%%")}'
+        + ("" if model_name is None else f',"model":{json.dumps(model_name).replace("%", "%%")}')
+        + ("" if modes is None or novelty is None else ',"mode":%s,"novelty_score":%s')
+        + ("" if alarm is None else ',"alarm":%s')
+        + ("" if tail_probability is None else ',"tail_probability":%s')
+        + "}"
     )
+    if modes is not None and novelty is not None:
+        columns.append([str(int(m)) if m >= 0 else "null" for m in np.asarray(modes).tolist()])
+        columns.append(_json_numbers(np.asarray(novelty, dtype=np.float64)))
+    if alarm is not None:
+        columns.append(np.where(np.asarray(alarm, dtype=bool), "true", "false").tolist())
+    if tail_probability is not None:
+        columns.append(_json_numbers(np.asarray(tail_probability, dtype=np.float64)))
     return [(template % row).encode() for row in zip(*columns, strict=True)]
+
+
+def _encode_native(
+    asset_json: list[str],
+    ts: np.ndarray,
+    scores: np.ndarray,
+    normalised: np.ndarray,
+    alarm_level: np.ndarray | None,
+    top: np.ndarray,
+    shares: np.ndarray,
+    sensor_json: list[str],
+    model_version: str,
+    model_name: str | None,
+    modes: np.ndarray | None,
+    novelty: np.ndarray | None,
+    alarm: np.ndarray | None,
+    tail_probability: np.ndarray | None,
+) -> list[bytes] | None:
+    """The C++ writer's records, or None where only the Python one applies."""
+    assert _native_records is not None
+    micros = np.round(np.asarray(ts, dtype=np.float64) * 1_000_000)
+    if not ((micros >= EPOCH_MIN * 1e6) & (micros <= EPOCH_MAX * 1e6)).all():  # also NaN
+        return None
+    with_modes = modes is not None and novelty is not None
+    if with_modes and np.asarray(modes).dtype.kind not in "iu":
+        return None
+    anomaly = (normalised if alarm_level is None else np.asarray(alarm_level)) >= 1.0
+    constant = f',"model_version":{json.dumps(model_version)}' + (
+        "" if model_name is None else f',"model":{json.dumps(model_name)}'
+    )
+    f64 = np.ascontiguousarray
+    return _native_records(  # type: ignore[no-any-return]
+        asset_json,
+        micros.astype(np.int64),
+        f64(scores, dtype=np.float64),
+        f64(normalised, dtype=np.float64),
+        f64(anomaly, dtype=bool),
+        f64(top, dtype=np.int64),
+        f64(shares, dtype=np.float64),
+        sensor_json,
+        constant,
+        f64(modes, dtype=np.int64) if with_modes else None,
+        f64(novelty, dtype=np.float64) if with_modes else None,
+        None if alarm is None else f64(alarm, dtype=bool),
+        None if tail_probability is None else f64(tail_probability, dtype=np.float64),
+    )
+
+
+# The C++ score record writer; None with an extension built before it (the Python one then).
+try:
+    from memae_ts._runtime import encode_score_records as _native_records
+except ImportError:  # pragma: no cover - an extension without it, or none
+    _native_records = None
 
 
 def format_timestamps(ts: np.ndarray) -> list[str]:
@@ -442,3 +662,39 @@ def _json_numbers(values: np.ndarray) -> list[str]:
 
 def _json_number(x: float) -> str:
     return repr(float(x)) if math.isfinite(x) else "null"
+
+
+def encode_episode(
+    event: str,
+    episode: Any,
+    sensors: Sequence[str],
+    model_version: str,
+    model_name: str | None = None,
+    top_sensors: int = 3,
+) -> bytes:
+    """An episode record (memae_ts.detection.alarms.Episode) for the episodes topic, key = asset.
+
+    ``event`` is ``opened`` (sent at the window that raised the alarm: ``end``, ``peak`` and
+    ``windows`` are as of that window) or ``closed`` (the whole episode; ``end_reason``
+    ``cleared`` or ``gap``). ``episode_id`` (asset and start time) is the same in both, so a
+    consumer pairs them. Times as in score records; ``peak`` is the highest normalised score.
+    """
+    body = {
+        "event": event,
+        "episode_id": f"{episode.asset}@{format_timestamp(episode.start)}",
+        "asset": episode.asset,
+        "start": format_timestamp(episode.start),
+        "end": format_timestamp(episode.end),
+        "peak": episode.peak if math.isfinite(episode.peak) else None,
+        "peak_time": format_timestamp(episode.peak_time),
+        "windows": int(episode.windows),
+        "top_sensors": [
+            {"sensor": name, "share": round(share, 4)}
+            for name, share in episode.top_sensors(list(sensors), top_sensors)
+        ],
+        "end_reason": None if event == "opened" else episode.end_reason,
+        "model_version": model_version,
+    }
+    if model_name is not None:
+        body["model"] = model_name
+    return json.dumps(body, separators=(",", ":")).encode()

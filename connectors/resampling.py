@@ -1,7 +1,7 @@
 """Live resampling: readings of each asset, as they arrive, onto the grid of the offline rules.
 
 Why here and not in the buffers: a model fitted with ``--resample`` was trained on grid rows,
-so the daemon must feed its window buffers the same grid rows ``memae_ts.resample`` makes
+so the daemon must feed its window buffers the same grid rows ``memae_ts.io.resample`` makes
 offline (the rules are written there). :class:`StreamResampler` keeps, per asset, only what a
 future grid row can still need and turns each batch of readings into the grid rows those
 readings decide; :class:`ResampledBuffers` puts it in front of :class:`WindowBuffers` with the
@@ -43,10 +43,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from memae_ts.connectors.buffers import Extended, WindowBuffers
+from memae_ts.connectors.messages import InvalidMessage
 
-from connectors.buffers import Extended, WindowBuffers
-from connectors.messages import InvalidMessage
-from memae_ts.resample import TIME_LIMIT_NS, ResampleSpec, resample_cells
+from memae_ts.io.resample import TIME_LIMIT_NS, ResampleSpec, resample_cells
 
 _TS_LIMIT_SECONDS = TIME_LIMIT_NS / 1e9
 _NONE = np.iinfo(np.int64).min  # "no valid reading" in per-sensor times
@@ -297,7 +297,9 @@ class ResampledBuffers:
         windows end at."""
         rows = self.resampler.extend(asset, partition, ts, values, offsets)
         made = self.windows.extend(asset, partition, rows.ts, rows.values, rows.offsets)
-        return Extended(rows.trigger[made.ends], made.windows, rows.rejected, rows.ts[made.ends])
+        return Extended(
+            rows.trigger[made.ends], made.windows, rows.rejected, rows.ts[made.ends], starts=made.starts
+        )
 
     def assets_in(self, partitions: set[int]) -> list[str]:
         return self.resampler.assets_in(partitions)

@@ -1,6 +1,6 @@
 """``memae-ts edge`` and ``memae-ts replay`` (registered by memae_ts.cli via COMMAND_MODULES).
 
-Runnable on its own too: ``python -m edge.cli edge --config edge.toml``.
+Runnable on its own too: ``python -m memae_ts.edge.cli edge --config edge.toml``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ examples:
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "edge",
-        help="run the edge daemon: Kafka readings in, anomaly scores out (Kafka + Prometheus)",
+        help="run the edge daemon: Kafka, MQTT or OPC UA readings in, scores out (Kafka/MQTT + Prometheus)",
         description="Run the edge daemon. See docs/edge.md for the config file and message contract.",
         epilog=EDGE_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -59,8 +59,8 @@ def register(subparsers: Any) -> None:
 
 
 def run_edge(args: argparse.Namespace) -> int:
-    from edge import logs
-    from edge.config import ConfigError, EdgeConfig
+    from memae_ts.edge import logs
+    from memae_ts.edge.config import ConfigError, EdgeConfig
 
     try:
         config = EdgeConfig.load(args.config)
@@ -68,31 +68,40 @@ def run_edge(args: argparse.Namespace) -> int:
         print(f"memae-ts edge: {exc}", file=sys.stderr)
         return 2
     logs.setup(config.logging.level)
-    from edge.daemon import EdgeDaemon
+    from memae_ts.edge.daemon import EdgeDaemon
 
     if args.check:
-        from edge.model import load_served_model
+        from memae_ts.edge.model import load_served_model
 
-        model = load_served_model(config.model.path, config.model.engine, config.model.threads)
-        print(f"ok: model {model.version} ({model.engine_name}), {len(model.sensors)} sensors")
-        return 0
-    from kafka.errors import KafkaError
-
-    from edge.daemon import EXIT_BROKER
+        failed = 0
+        for section in config.models:  # every [[model]] section (or the one [model])
+            try:
+                model = load_served_model(section.path, section.engine, section.threads, section.name)
+            except Exception as exc:
+                print(f"memae-ts edge: model {section.name!r} ({section.path}): {exc}", file=sys.stderr)
+                failed += 1
+                continue
+            known = "known" if model.training_range is not None else "unknown (old bundle)"
+            print(
+                f"ok: model {section.name} {model.version} ({model.engine_name}), "
+                f"{len(model.sensors)} sensors, training range {known}"
+            )
+        return 3 if failed else 0
+    from confluent_kafka import KafkaException
+    from memae_ts.edge.daemon import EXIT_BROKER
 
     daemon = EdgeDaemon(config)
     daemon.install_signal_handlers()
     try:
         return daemon.run()
-    except KafkaError as exc:  # e.g. no broker reachable at start: let the supervisor retry
+    except KafkaException as exc:  # e.g. the broker lost mid-start: let the supervisor retry
         log.error("kafka unavailable; exiting", extra={"error": repr(exc)})
         return EXIT_BROKER
 
 
 def run_replay(args: argparse.Namespace) -> int:
     from kafka import KafkaProducer
-
-    from edge.replay import read_messages, replay, sensors_of_bundle
+    from memae_ts.edge.replay import read_messages, replay, sensors_of_bundle
 
     sensors = sensors_of_bundle(args.model) if args.model else None
     messages = read_messages(

@@ -27,19 +27,19 @@ import logging
 import signal
 import time
 from types import FrameType
+from typing import Any
 
-from kafka.errors import FencedInstanceIdError
+from memae_ts.connectors.kafka_sink import BrokerAuthFailed, DeliveryFailed, KafkaSink
+from memae_ts.connectors.kafka_source import InstanceFenced, KafkaSource
+from memae_ts.connectors.metrics import EdgeMetrics
+from memae_ts.connectors.processor import ModelRoute, ProcessingConfig, ServedModel, StreamProcessor
+from memae_ts.edge import systemd
+from memae_ts.edge.config import EdgeConfig, ModelSection
+from memae_ts.edge.http import EdgeHttpServer, HealthState
+from memae_ts.edge.model import bundle_files, bundle_version, load_served_model
+from memae_ts.edge.monitor import LagMonitor
+from memae_ts.edge.source_setup import build_sink, local_source_factory, source_exit_status
 from prometheus_client import CollectorRegistry
-
-from connectors.kafka_sink import BrokerAuthFailed, DeliveryFailed, KafkaSink
-from connectors.kafka_source import KafkaSource
-from connectors.metrics import EdgeMetrics
-from connectors.processor import ProcessingConfig, ServedModel, StreamProcessor
-from edge import systemd
-from edge.config import EdgeConfig
-from edge.http import EdgeHttpServer, HealthState
-from edge.model import load_served_model
-from edge.monitor import LagMonitor
 
 log = logging.getLogger("memae_ts.edge")
 
@@ -60,6 +60,14 @@ class EdgeDaemon:
         self.processor: StreamProcessor | None = None
         self.monitor: LagMonitor | None = None
         self.watchdog = systemd.Watchdog()
+        self._routes: list[ModelRoute] = []
+        self._loaded_hash: dict[str, str] = {}  # per [[model]]: content hash at its last load
+        # model.reload = "on-change", per [[model]]: the bundle files' stat at the last look, the
+        # one last acted on, when to look next, and the content hash last refused (logged once).
+        self._bundle_seen: dict[str, tuple[Any, ...]] = {}
+        self._bundle_acted: dict[str, tuple[Any, ...]] = {}
+        self._next_look: dict[str, float] = {}
+        self._refused: dict[str, str] = {}
 
     # Signal handlers only set flags; the loop acts on them between batches.
     def _on_stop(self, signum: int, frame: FrameType | None) -> None:
@@ -75,12 +83,19 @@ class EdgeDaemon:
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_hup)
 
-    def _load_model(self) -> ServedModel:
-        model = load_served_model(self.config.model.path, self.config.model.engine, self.config.model.threads)
+    def _load_model(self, section: ModelSection | None = None) -> ServedModel:
+        section = section or self.config.model
+        self._bundle_seen[section.name] = self._bundle_acted[section.name] = bundle_files(section.path)
+        version = bundle_version(section.path)
+        model = load_served_model(
+            section.path, section.engine, section.threads, section.name, follow=section.follow_settings()
+        )
+        self._loaded_hash[section.name] = version  # only once loaded: a refused one is not "served"
         log.info(
             "model loaded",
             extra={
-                "path": self.config.model.path,
+                "model": section.name,
+                "path": section.path,
                 "version": model.version,
                 "engine": model.engine_name,
                 "window": model.window,
@@ -90,39 +105,72 @@ class EdgeDaemon:
         )
         return model
 
-    def _build(self, model: ServedModel) -> StreamProcessor:
+    def _kafka_sink(self) -> KafkaSink:
         k = self.config.kafka
-        p = self.config.processing
-        client = k.client_config()
-        sink = KafkaSink(
-            client, k.output_topic, k.dead_letter_topic, on_dead_letter_cut=self.metrics.dead_letter_cut
-        )
+        options: dict[str, Any] = {
+            "on_dead_letter_cut": self.metrics.dead_letter_cut,
+            "episodes_topic": k.episodes_topic or None,
+        }
+        if self.config.processing.delivery == "exactly-once":
+            from memae_ts.connectors.kafka_txn import TransactionalSink
+
+            txn_id = k.transactional_id or f"memae-ts:{k.group_id}:{k.group_instance_id or k.client_id}"
+            sink: KafkaSink = TransactionalSink(
+                k.client_config(), k.output_topic, k.dead_letter_topic,
+                transactional_id=txn_id, transaction_timeout_ms=k.transaction_timeout_ms, **options,
+            )  # fmt: skip
+        else:
+            sink = KafkaSink(k.client_config(), k.output_topic, k.dead_letter_topic, **options)
         try:
             sink.warm_up()
         except BaseException:
             sink.close(timeout_s=0.5)
             raise
+        return sink
 
-        def source_factory(on_revoked, on_assigned, on_rewound):  # type: ignore[no-untyped-def]
-            return KafkaSource(
-                client,
-                k.input_topic,
-                k.group_id,
-                batch_size=p.batch_size,
-                auto_offset_reset=k.auto_offset_reset,
-                max_rewind_messages=p.max_rewind_messages,
-                session_timeout_ms=k.session_timeout_ms,
-                partition_assignment=k.partition_assignment,
-                group_instance_id=k.group_instance_id,
-                on_revoked=on_revoked,
-                on_assigned=on_assigned,
-                on_rewound=on_rewound,
+    def _build(self, model: ServedModel) -> StreamProcessor:
+        k = self.config.kafka
+        p = self.config.processing
+        client = k.client_config()
+        # [source]: Kafka in and out is the daemon's own path; MQTT/OPC UA in or MQTT out are
+        # built by edge/source_setup.py (optional extras).
+        sink: Any = build_sink(self.config, self._kafka_sink)
+
+        def kafka_source_factory(on_revoked, on_assigned, on_rewound):  # type: ignore[no-untyped-def]
+            # One construction path: the transactional source (exactly-once) takes the sink it
+            # commits its offsets through, and otherwise the same settings.
+            options: dict[str, Any] = {
+                "batch_size": p.batch_size,
+                "auto_offset_reset": k.auto_offset_reset,
+                "max_rewind_messages": p.max_rewind_messages,
+                "session_timeout_ms": k.session_timeout_ms,
+                "partition_assignment": k.partition_assignment,
+                "group_instance_id": k.group_instance_id,
+                "on_revoked": on_revoked,
+                "on_assigned": on_assigned,
+                "on_rewound": on_rewound,
+                # No completed join for this long while the broker answers: a new consumer.
+                "rebalance_stuck_s": k.rebalance_stuck_seconds,
+                "linger_ms": k.linger_ms,
+                "fetch_wait_max_ms": k.fetch_wait_max_ms,
+                "fetch_min_bytes": k.fetch_min_bytes,
+                "on_stuck": lambda reason: self.metrics.rebalance_stuck.inc(),
+            }
+            if p.delivery == "exactly-once":
+                from memae_ts.connectors.kafka_txn import TransactionalSource
+
+                return TransactionalSource(client, k.input_topic, k.group_id, sink, **options)
+            return KafkaSource(client, k.input_topic, k.group_id, **options)
+
+        source_factory: Any = kafka_source_factory
+        if self.config.source.kind != "kafka":
+            source_factory = local_source_factory(
+                self.config, self.metrics.registry, self._sensors_for(model), sink, self.metrics.invalid
             )
-
         return StreamProcessor(
             source_factory,
             sink,
-            model,
+            self._routes or model,
             self.metrics,
             ProcessingConfig(
                 top_sensors=p.top_sensors,
@@ -131,30 +179,137 @@ class EdgeDaemon:
                 poll_timeout_ms=p.poll_timeout_ms,
                 flush_timeout_s=p.flush_timeout_seconds,
                 allowed_assets=tuple(p.assets),
+                hop=p.hop,
+                # [kafka] commit_interval_ms: the Kafka source's commit policy only (MQTT and
+                # OPC UA sources acknowledge with every checkpoint, as before).
+                commit_interval_s=k.commit_interval_ms / 1000 if self.config.source.kind == "kafka" else 0.0,
             ),
         )
 
-    def reload_model(self) -> bool:
+    def _sensors_for(self, fallback: ServedModel) -> Any:
+        """asset -> the sensors of the model serving it (MQTT tag form: what completes a
+        reading); ``fallback``'s until the processor and its lanes exist."""
+
+        def sensors(asset: str) -> list[str]:
+            for lane in getattr(self.processor, "lanes", ()):
+                if lane.model is not None and lane.serves(asset):
+                    return list(lane.model.sensors)
+            return list(fallback.sensors)
+
+        return sensors
+
+    def _load_models(self) -> list[ModelRoute]:
+        """Every [[model]] section's model; one that cannot be loaded is reported (log line,
+        ``memae_ts_model_up{model} 0``, /readyz detail) and its assets dead-lettered."""
+        routes = []
+        for section in self.config.models:
+            try:
+                routes.append(ModelRoute(section.name, tuple(section.assets), self._load_model(section)))
+            except Exception as exc:
+                log.error(
+                    "model cannot be loaded; its assets are dead letters (model_unavailable) until a "
+                    "SIGHUP loads it",
+                    extra={"model": section.name, "path": section.path, "error": repr(exc)},
+                )
+                routes.append(ModelRoute(section.name, tuple(section.assets), None, repr(exc)[:300]))
+        return routes
+
+    def _report_models(self) -> None:
+        """/readyz detail: per [[model]] section, whether it serves and what (shown when there
+        are several sections or one is not loaded)."""
         assert self.processor is not None
-        try:
-            model = self._load_model()
-        except Exception as exc:  # any broken bundle: keep serving the old one
-            log.error("model reload failed; keeping the current model", extra={"error": repr(exc)})
-            self.metrics.model_reloads.labels(result="error").inc()
-            return False
-        self.processor.swap_model(model)
-        self.metrics.model_reloads.labels(result="ok").inc()
-        return True
+        lanes = self.processor.lanes
+        if len(lanes) == 1 and lanes[0].model is not None:
+            self.health.models = {}
+            return
+        self.health.models = {
+            lane.name: (
+                {"loaded": True, "version": lane.model.version}
+                if lane.model is not None
+                else {"loaded": False, "error": lane.error}
+            )
+            for lane in self.processor.lanes
+        }
+
+    def changed_bundles(self) -> set[str]:
+        """``model.reload = "on-change"``: the [[model]] sections whose bundle files (size, mtime,
+        inode) changed and then stayed the same for one look — a copy still being written is
+        not loaded half-way. Only ``stat`` calls, each section at most every
+        ``reload_check_seconds``; the content hash is compared by :meth:`reload_model`."""
+        now = time.monotonic()
+        changed = set()
+        for section in self.config.models:
+            if section.reload != "on-change" or now < self._next_look.get(section.name, 0.0):
+                continue
+            self._next_look[section.name] = now + section.reload_check_seconds
+            files = bundle_files(section.path)
+            stable = files == self._bundle_seen.get(section.name)
+            self._bundle_seen[section.name] = files
+            if stable and files != self._bundle_acted.get(section.name):
+                self._bundle_acted[section.name] = files
+                changed.add(section.name)
+        return changed
+
+    def reload_model(self, names: set[str] | None = None) -> bool:
+        """SIGHUP (``names`` None): load again every model whose bundle changed (content hash)
+        or that is not loaded; the others keep serving untouched. A bundle that fails keeps its
+        old model. ``names``: only those models, after :meth:`changed_bundles` saw their files
+        change; a version refused before is not tried (or logged, or counted) again."""
+        assert self.processor is not None
+        ok = True
+        for section in self.config.models:
+            if names is not None and section.name not in names:
+                continue
+            lane = self.processor.lane(section.name)
+            version = ""
+            try:
+                version = bundle_version(section.path)
+                unchanged = version == self._loaded_hash.get(section.name)
+                if names is not None and (unchanged or version == self._refused.get(section.name)):
+                    continue  # touched, or copied back, but the same bytes
+                if lane.model is not None and unchanged:
+                    follower = getattr(lane.model.engine, "follower", None)
+                    if follower is not None:  # SIGHUP also puts back the trained memory
+                        follower.reset()
+                        log.info("memory reset to the trained one", extra={"model": section.name})
+                        self.processor.observe_follow(section.name)
+                    continue
+                model = self._load_model(section)
+            except Exception as exc:  # any broken bundle: keep serving the old one
+                self._refused[section.name] = version
+                log.error(
+                    "model reload failed; keeping the current model"
+                    if lane.model is not None
+                    else "model reload failed; its assets stay dead letters",
+                    extra={
+                        "model": section.name,
+                        "path": section.path,
+                        "bundle_hash": version,
+                        "trigger": "signal" if names is None else "bundle changed",
+                        "error": repr(exc),
+                    },
+                )
+                self.metrics.model_reloads.labels(result="error").inc()
+                self.processor.model_failed(section.name, repr(exc)[:300])
+                ok = False
+                continue
+            self.processor.swap_model(model, section.name)
+            self.metrics.model_reloads.labels(result="ok").inc()
+        self._report_models()
+        return ok
 
     def run(self) -> int:
         """Serve until SIGTERM; returns the exit status (module docstring)."""
-        try:
-            model = self._load_model()
-        except Exception as exc:
+        routes = self._load_models()
+        loaded = [r.model for r in routes if r.model is not None]
+        if not loaded:
             log.error(
-                "model cannot be loaded; exiting", extra={"path": self.config.model.path, "error": repr(exc)}
+                "no model can be loaded; exiting",
+                extra={"paths": [s.path for s in self.config.models], "errors": [r.error for r in routes]},
             )
             return EXIT_MODEL
+        self._routes = routes
+        model = loaded[0]
         self.health.model_loaded = True
         h = self.config.http
         self.http = EdgeHttpServer(
@@ -178,7 +333,17 @@ class EdgeDaemon:
         except BrokerAuthFailed as exc:
             log.error("kafka refused the credentials or TLS setup; exiting", extra={"error": str(exc)})
             return EXIT_CONFIG
+        except Exception as exc:  # MQTT/OPC UA clients: refused credentials or TLS, no broker
+            code = source_exit_status(exc)
+            if code is None:
+                raise
+            log.error("source or sink cannot start; exiting", extra={"error": str(exc), "exit_code": code})
+            return code
+        self._report_models()
         k = self.config.kafka
+        if self.config.source.kind != "kafka":
+            systemd.notify("READY=1", f"STATUS=reading from {self.config.source.kind}")
+            return self._loop(k)
         self.monitor = LagMonitor(
             k.client_config(),
             k.input_topic,
@@ -190,18 +355,26 @@ class EdgeDaemon:
         )
         self.monitor.start()
         systemd.notify("READY=1", "STATUS=joining the consumer group")
+        return self._loop(k)
+
+    def _loop(self, k: Any) -> int:
+        assert self.processor is not None
         code = 0
         try:
             while not self._stop:
                 if self._reload:
                     self._reload = False
                     self.reload_model()
+                else:
+                    changed = self.changed_bundles()  # model.reload = "on-change"
+                    if changed:
+                        self.reload_model(changed)
                 self.processor.step()
                 self._beat()
         except DeliveryFailed as exc:
             log.error("scores not acknowledged; exiting without commit", extra={"error": str(exc)})
             code = EXIT_BROKER
-        except FencedInstanceIdError:
+        except InstanceFenced:
             log.error(
                 "another daemon of the group uses this group_instance_id; exiting",
                 extra={"group_instance_id": k.group_instance_id},
@@ -216,6 +389,11 @@ class EdgeDaemon:
         assert self.processor is not None
         self.health.beat()
         self.metrics.loop_heartbeat.set(time.time())
+        if self.monitor is None and hasattr(self.processor.source, "connected"):
+            up = self.processor.source.connected()  # MQTT/OPC UA: no lag monitor; the client knows
+            self.metrics.broker_up.set(1 if up else 0)
+            if up:
+                self.health.broker_answered()
         if not self.health.group_joined and self.processor.source.joined():
             self.health.group_joined = True
             self.metrics.ready.set(1)

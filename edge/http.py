@@ -47,6 +47,9 @@ class HealthState:
         self.model_loaded = False
         self.group_joined = False
         self.stopping = False
+        # Per [[model]] section: {"loaded": true, "version": ...} or {"loaded": false, "error": ...}
+        # (a model that cannot be loaded does not stop the others; /readyz shows it).
+        self.models: dict[str, dict[str, Any]] = {}
 
     def beat(self) -> None:
         self.heartbeat = time.monotonic()
@@ -70,6 +73,7 @@ class HealthState:
             "group_joined": self.group_joined,
             "broker_reachable": broker,
             "stopping": self.stopping,
+            **({"models": self.models} if self.models else {}),
         }
 
 

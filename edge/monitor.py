@@ -19,10 +19,9 @@ from typing import Any
 
 from confluent_kafka import KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
-
-from connectors.kafka_sink import producer_config
-from connectors.metrics import EdgeMetrics
-from edge.http import HealthState
+from memae_ts.connectors.kafka_sink import producer_config
+from memae_ts.connectors.metrics import EdgeMetrics
+from memae_ts.edge.http import HealthState
 
 log = logging.getLogger(__name__)
 

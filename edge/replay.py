@@ -18,8 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from kafka import KafkaProducer
-
-from connectors.messages import encode_reading_compact, encode_reading_object
+from memae_ts.connectors.messages import encode_reading_compact, encode_reading_object
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +27,7 @@ TIME_COLUMNS = ("timestamp", "datetime", "time", "date", "ts")
 
 def _iso(series: pd.Series, source: str) -> list[str]:
     """One time format for the whole column, as `fit` and `score` read it (never per value)."""
-    from memae_ts.timeparse import parse_time_column
+    from memae_ts.io.timeparse import parse_time_column
 
     rows = np.arange(len(series), dtype=np.int64) + 2
     times, _ = parse_time_column(series, source=source, column=str(series.name), rows=rows)

@@ -15,6 +15,19 @@ class BundleError(MemaeError, ValueError):
     """A model bundle is missing, corrupt, from a newer version, or does not match the data."""
 
 
+class NotFittedError(MemaeError, ValueError, AttributeError):
+    """A model used before `fit` or `load`. The bases match scikit-learn's NotFittedError, so
+    code (and scikit-learn's checks) that catch ValueError or AttributeError see it."""
+
+
+class DataWarning(UserWarning):
+    """Something in the data was repaired or ignored; the message says what and where.
+
+    Defined here, not in memae_ts.io.data, so the scoring side (the scaler in a bundle) can
+    raise it without importing the data loader and with it pandas (70 MB of a gateway's
+    runtime process)."""
+
+
 class MissingDependencyError(MemaeError, ImportError):
     """An optional dependency (torch for training, matplotlib for plots) is not installed."""
 

@@ -32,9 +32,17 @@ class Record:
         return json.loads(self.value)
 
 
-def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -> list[Record]:
-    """Every record of ``topic`` from the beginning, once ``expected`` are there (or timeout)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+def read_topic(
+    bootstrap: str, topic: str, expected: int, timeout: float = 30.0, committed_only: bool = False
+) -> list[Record]:
+    """Every record of ``topic`` from the beginning, once ``expected`` are there (or timeout).
+    ``committed_only``: as a ``read_committed`` consumer (records of aborted or still open
+    transactions are not returned)."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        isolation_level="read_committed" if committed_only else "read_uncommitted",
+    )
     try:
         deadline = time.monotonic() + timeout
         parts: set[int] | None = None

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from memae_ts.demo_data import generate
+from memae_ts.io.demo_data import generate
 
 TINY_PARAMS = {
     "window": 16,

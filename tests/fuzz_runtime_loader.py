@@ -20,10 +20,10 @@ import atheris
 import numpy as np
 
 with atheris.instrument_imports(include=["memae_ts"]):
-    from memae_ts.bundle import decode_bundle, stamp
-    from memae_ts.engine_numpy import NumpyEngine
+    from memae_ts.engines.bundle import decode_bundle, stamp
+    from memae_ts.engines.engine_numpy import NumpyEngine
+    from memae_ts.engines.runtime import Runtime
     from memae_ts.errors import BundleError, DataError
-    from memae_ts.runtime import Runtime
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from runtime_bundles import random_bundle, split_fuzz_input

@@ -133,8 +133,13 @@ class KafkaBroker:
     producers and readers.
     """
 
-    def __init__(self, workdir: Path, *, partitions: int = 1, secured: bool = False) -> None:
+    def __init__(
+        self, workdir: Path, *, partitions: int = 1, secured: bool = False, throughput: bool = False
+    ) -> None:
         self.workdir = Path(workdir)
+        # Tests want a broker up in seconds (C1 JIT only, a small serial-GC heap); a benchmark
+        # may want one that runs like a plant's (`throughput=True`: the tiered JIT, 1 GB G1).
+        self.throughput = throughput
         self.port = free_port()
         self.controller_port = free_port()
         self.partitions = partitions
@@ -193,12 +198,14 @@ class KafkaBroker:
         return path
 
     def _java(self, main: str, *args: str) -> list[str]:
+        jvm = (
+            ["-Xms1g", "-Xmx1g", "-XX:+UseG1GC"]
+            if self.throughput
+            else ["-Xms128m", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"]
+        )
         return [
             "java",
-            "-Xms128m",
-            "-Xmx512m",
-            "-XX:+UseSerialGC",
-            "-XX:TieredStopAtLevel=1",
+            *jvm,
             "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={self.workdir / 'log4j2.yaml'}",
             "-cp",

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import save
 
-from memae_ts.bundle import stamp
+from memae_ts.engines.bundle import stamp
 from memae_ts.errors import BundleError
 
 

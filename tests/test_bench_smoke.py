@@ -183,17 +183,35 @@ def test_kdd_smoke_one_run_beats_flag_everything(tmp_path: Path) -> None:
     code = kddcup99.main(
         # lr 1e-3 (not the benchmark's 1e-4): 5 epochs on 3 % of the rows is ~200 steps.
         ["--runs", "1", "--epochs", "5", "--batch-size", "128", "--learning-rate", "1e-3",
-         "--subsample", "0.03",
+         "--subsample", "0.03", "--per-epoch", "--baselines", "pca",
          "--variants", "memae", "ae", "--data", str(KDD), "--json-out", str(out)]
     )  # fmt: skip
     assert code == 0
     result = json.loads(out.read_text())
-    for variant in ("memae", "ae"):
+    for variant in ("memae", "ae", "pca"):
         run = result["results"][variant]["dagmm"][0]
         # Flagging every test row gives F1 = 2·0.33/1.33 ≈ 0.49 (a third of the test set is label 1).
         flag_all = 2 * (run["tp"] + run["fn"]) / (run["n_rows"] + run["tp"] + run["fn"])
         assert run["f1"] > flag_all + 0.2, variant
         assert result["auc"][variant][0][0] > 0.9, variant
+    # Per epoch: one point per epoch (no early stopping in this mode), and the weights training
+    # kept at the end (the best held-out loss) score exactly as that epoch's point did.
+    for variant in ("memae", "ae"):
+        (entry,) = result["per_epoch"][variant]
+        assert [p["epoch"] for p in entry["curve"]] == [1, 2, 3, 4, 5]
+        best = int(np.argmin(entry["val_loss"]))
+        kept = result["results"][variant]["dagmm"][0]["f1"]
+        assert entry["curve"][best]["f1"] == pytest.approx(kept, abs=1e-9), variant
+        assert 1 <= entry["early_stop_epoch"] <= 5
+
+
+def test_early_stop_epoch_is_the_best_loss_before_patience_runs_out() -> None:
+    from bench.kddcup99 import early_stop_epoch
+
+    # Best at epoch 3; epochs 4-6 do not improve, so patience 3 stops there and keeps epoch 3
+    # (the better loss at epoch 7 is never reached).
+    assert early_stop_epoch([5.0, 4.0, 3.0, 3.5, 3.6, 3.7, 2.0], patience=3) == 3
+    assert early_stop_epoch([5.0, 4.0, 3.0, 3.5, 3.6, 3.7, 2.0], patience=5) == 7
 
 
 def test_kdd_split_follows_the_protocol() -> None:
@@ -205,6 +223,50 @@ def test_kdd_split_follows_the_protocol() -> None:
     assert set(np.flatnonzero(labels == 1)) <= set(test.tolist())
     assert np.intersect1d(train, test).size == 0 and train.size + test.size == labels.size
     assert not np.array_equal(split(labels, seed=4)[0], train)
+
+
+def test_kdd_runs_side_by_side_merge_into_run_level_intervals_and_pairs(tmp_path: Path) -> None:
+    """Seeds run in two processes pool as one set of runs; the interval is Student's t over the
+    runs and the difference against the plain AE is paired by split."""
+    from bench.kddcup99 import interval, merge_runs, summary_tables
+
+    def part(first_seed: int, memae: list[float], ae: list[float]) -> dict[str, object]:
+        runs = len(memae)
+        return {
+            "settings": {}, "runs": runs, "first_seed": first_seed, "wall_seconds": 10.0,
+            "cpu_seconds": {"memae": 4.0 * runs, "ae": 2.0 * runs},
+            "results": {v: {r: [{"f1": f} for f in f1s] for r in ("dagmm", "memae-ts")}
+                        for v, f1s in (("memae", memae), ("ae", ae))},
+            "auc": {"memae": [[0.98, 0.95]] * runs, "ae": [[0.97, 0.94]] * runs},
+            "per_epoch": {},
+        }  # fmt: skip
+
+    (tmp_path / "a.json").write_text(json.dumps(part(0, [0.90, 0.94, 0.96], [0.89, 0.90, 0.95])))
+    (tmp_path / "b.json").write_text(json.dumps(part(3, [0.92, 0.93], [0.93, 0.90])))
+    merged = merge_runs([str(tmp_path / "a.json"), str(tmp_path / "b.json")])
+    assert merged["seeds"] == [0, 1, 2, 3, 4]
+    assert [m["f1"] for m in merged["results"]["memae"]["dagmm"]] == [0.90, 0.94, 0.96, 0.92, 0.93]
+    # mean 0.93, std 0.02236, t(0.975, 4) = 2.7764: half-width 0.0278
+    assert interval([0.90, 0.94, 0.96, 0.92, 0.93]) == "0.9300 [0.9022, 0.9578]"
+    table = summary_tables(merged)
+    # Paired by split: differences 0.01, 0.04, 0.01, -0.01, 0.03 (MemAE above on 4 of 5).
+    assert "| memae − ae | 0.0160 [" in table and "| 4 of 5 |" in table
+    assert "| memae | 0.9300 [0.9022, 0.9578] | 0.9800" in table
+
+
+def test_skab_pairs_each_measured_choice_with_the_model_it_changes() -> None:
+    from bench.skab import variant_pairs
+
+    runs = dict.fromkeys(
+        ["memae", "ae", "memae, alarm rule", "memae:last_rows", "ae:max", "memae_span",
+         "memae_span, alarm rule", "memae+novelty", "pca"]
+    )  # fmt: skip
+    assert sorted(variant_pairs(runs)) == [
+        ("ae:max", "ae"),
+        ("memae:last_rows", "memae"),
+        ("memae_span", "memae"),
+        ("memae_span, alarm rule", "memae, alarm rule"),
+    ]
 
 
 def test_kdd_script_skips_cleanly_without_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -262,3 +324,22 @@ def test_conv_ae_script_skips_cleanly_without_data(
 
     assert skab_conv_ae.main(["--data", str(tmp_path / "nowhere")]) == 0
     assert "not found" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SKAB / "valve1" / "0.csv").exists(), reason=f"SKAB data absent at {SKAB}")
+def test_skab_modes_smoke_prints_every_table(capsys: pytest.CaptureFixture[str]) -> None:
+    """bench/skab_modes.py on one file, two epochs: signals, rules and memories all reported."""
+    from bench import skab_modes
+
+    code = skab_modes.main(
+        ["--data", str(SKAB), "--files", "valve1/0.csv", "--epochs", "2", "--parts", "detect", "follow",
+         "--follow-rates", "0.05"]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    for row in ("| novelty |", "| entropy |", "| max(reconstruction, novelty) |", "per-mode thresholds",
+                "| anomaly-free | frozen |", "| anomaly-free | follow rate 0.05 |"):  # fmt: skip
+        assert row in out, row
+    auc = float(out.split("| reconstruction | ")[1].split(" |")[0])
+    assert 0.0 <= auc <= 1.0

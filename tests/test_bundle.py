@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from runtime_bundles import restamp
 
-from memae_ts.bundle import load_bundle
+from memae_ts.engines.bundle import load_bundle
 from memae_ts.errors import BundleError, DataError
 
 

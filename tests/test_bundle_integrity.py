@@ -15,10 +15,10 @@ from runtime_bundles import edited, random_bundle, restamp, stamped, write_bundl
 from safetensors.numpy import save
 
 from memae_ts import _runtime
-from memae_ts.bundle import Limits, bundle_id, load_bundle, make_bundle, read_json, save_bundle, stamp
 from memae_ts.engines import load_engine
+from memae_ts.engines.bundle import Limits, bundle_id, load_bundle, make_bundle, read_json, save_bundle, stamp
+from memae_ts.engines.runtime import Runtime
 from memae_ts.errors import BundleError
-from memae_ts.runtime import Runtime
 
 ENGINES = ["runtime", "numpy", "onnx"]  # torch too where the bundle comes from the trainer
 
@@ -193,7 +193,7 @@ def _both(config: bytes, tensors: bytes) -> tuple[str | None, str | None]:
     """(Python error, C++ error); None where the reader accepted the bundle."""
     py = cpp = None
     try:
-        from memae_ts.bundle import decode_bundle
+        from memae_ts.engines.bundle import decode_bundle
 
         decode_bundle(config, tensors)
     except BundleError as exc:
@@ -340,8 +340,8 @@ def test_tiny_bundle_cannot_make_a_call_allocate_hundreds_of_mib() -> None:
     runtime = Runtime.from_bytes(raw, tensors)
     model = runtime._model
     assert model.scratch_bytes(16) > Limits.SCRATCH_BYTES >= model.scratch_bytes(model.chunk)
-    from memae_ts.bundle import decode_bundle
-    from memae_ts.engine_numpy import NumpyEngine
+    from memae_ts.engines.bundle import decode_bundle
+    from memae_ts.engines.engine_numpy import NumpyEngine
 
     x = np.random.default_rng(0).normal(size=(model.chunk * 2 + 1, runtime.window, 1)).astype(np.float32)
     np.testing.assert_allclose(
@@ -431,7 +431,7 @@ def test_bundle_id_helper_matches_its_definition() -> None:
 
 def test_upgrade_converts_a_format_1_bundle_after_checking_its_old_id(tmp_path: Path) -> None:
     from memae_ts.cli import main
-    from memae_ts.commands.upgrade import legacy_model_id
+    from memae_ts.cli.commands.upgrade import legacy_model_id
 
     config, weights = _small(1)
     config["format_version"] = 1

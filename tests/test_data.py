@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from memae_ts.data import DataWarning, load_csv, sniff_separator
 from memae_ts.errors import DataError
+from memae_ts.io.data import DataWarning, load_csv, sniff_separator
 
 
 def write(tmp_path: Path, text: str, name: str = "s.csv") -> Path:

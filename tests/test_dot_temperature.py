@@ -11,8 +11,8 @@ pytest.importorskip("torch")
 
 from fixtures_core import TINY_PARAMS
 
-from memae_ts.memory_usage import collapse_warning
-from memae_ts.model import NetworkSpec
+from memae_ts.training.memory_usage import collapse_warning
+from memae_ts.training.model import NetworkSpec
 
 
 def test_spec_resolves_the_temperature_per_addressing() -> None:

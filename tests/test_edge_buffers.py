@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from memae_ts.connectors.buffers import WindowBuffers
+from memae_ts.connectors.messages import InvalidMessage, Reading
 
-from connectors.buffers import WindowBuffers
-from connectors.messages import InvalidMessage, Reading
-from memae_ts.data import load_csv
-from memae_ts.windows import gather, segment, window_ends
+from memae_ts.io.data import load_csv
+from memae_ts.io.windows import gather, segment, window_ends
 
 
 def reading(asset: str, ts: float, *values: float) -> Reading:

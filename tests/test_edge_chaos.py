@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from kafka_service import REPO
-from test_edge_kafka import assert_matches_offline, by_ts, join_replay, replay_in_background, wait_count
+from test_edge_kafka import assert_matches_offline, by_ts, join_replay, wait_count
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(420)]
 
@@ -57,8 +57,12 @@ def chaos_csv(edge_data, tmp_path: Path, rng: np.random.Generator) -> tuple[Path
     return csv, pd.read_csv(scores).dropna(subset=["score"]).reset_index(drop=True)
 
 
+# Commit after every poll (the default), and at most every 500 ms ([kafka] commit_interval_ms):
+# with the interval a kill leaves more readings uncommitted (more duplicates), and a member that
+# leaves or gives partitions away commits them first; neither may lose or change a score.
+@pytest.mark.parametrize("commit_interval_ms", [0, 500], ids=["commit-every-poll", "commit-interval"])
 def test_kills_restarts_and_rebalances_lose_and_change_no_score(
-    kafka_broker, kafka_names, edge_data, edge_daemons, tmp_path, record_property
+    kafka_broker, kafka_names, edge_data, edge_daemons, tmp_path, record_property, replays, commit_interval_ms
 ):
     rng = np.random.default_rng(14)
     csv, offline = chaos_csv(edge_data, tmp_path, rng)
@@ -66,7 +70,11 @@ def test_kills_restarts_and_rebalances_lose_and_change_no_score(
     restarts = iter(range(100))
 
     def daemon(name: str):  # type: ignore[no-untyped-def]
-        return edge_daemons(f"{name}-{next(restarts)}", batch_size=20)
+        return edge_daemons(
+            f"{name}-{next(restarts)}",
+            batch_size=20,
+            config={"kafka": {"commit_interval_ms": commit_interval_ms}},
+        )
 
     def scored() -> int:
         return len(wait_count(kafka_broker.bootstrap, kafka_names.output, 10**9, timeout=0.5))
@@ -80,7 +88,7 @@ def test_kills_restarts_and_rebalances_lose_and_change_no_score(
         victim.kill()
 
     a = daemon("edge-a").start()
-    producer = replay_in_background(kafka_broker.bootstrap, kafka_names.input, csv, rate=150)
+    producer = replays(kafka_broker.bootstrap, kafka_names.input, csv, rate=150)
     plan: list[str] = []
     try:
         time.sleep(float(rng.uniform(1.5, 3.0)))

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from edge.config import ConfigError, EdgeConfig
+from memae_ts.edge.config import ConfigError, EdgeConfig
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "edge" / "deploy" / "edge.example.toml"
@@ -74,6 +73,17 @@ def test_plaintext_by_default_without_tls_options():
         ("[kafka]\nauto_offset_reset = 'middle'\n", {}, "auto_offset_reset"),
         ("[processing]\nbatch_size = 0\n", {}, "batch_size"),
         ("[kafka\n", {}, "edge.toml"),
+        ("[kafka]\nlinger_ms = 5000\n", {}, "kafka.linger_ms must be between 0 and 1000"),
+        ("[kafka]\nlinger_ms = -1\n", {}, "kafka.linger_ms"),
+        ("[kafka]\ncommit_interval_ms = -5\n", {}, "kafka.commit_interval_ms must be between 0 and 60000"),
+        ("[kafka]\ncommit_interval_ms = 3600000\n", {}, "kafka.commit_interval_ms"),
+        ("[kafka]\nfetch_wait_max_ms = -1\n", {}, "kafka.fetch_wait_max_ms"),
+        ("[kafka]\nfetch_min_bytes = 0\n", {}, "kafka.fetch_min_bytes must be between 1"),
+        ("", {"MEMAE_TS_KAFKA_COMMIT_INTERVAL_MS": "soon"}, "COMMIT_INTERVAL_MS"),
+        ("[processing]\nhop = 0\n", {}, "processing.hop must be a whole number"),
+        ("[processing]\nhop = 2.5\n", {}, "processing.hop"),
+        ("[processing]\ndelivery = 'exactly-twice'\n", {}, "processing.delivery"),
+        ("[processing]\ndelivery = 'exactly-once'\n[source]\nkind = 'mqtt'\n", {}, "Kafka source and Kafka"),
     ],
 )
 def test_bad_configuration_names_the_key(tmp_path, text, env, message):
@@ -125,7 +135,7 @@ def test_group_membership_settings_are_checked(tmp_path):
 
 
 def test_the_producer_gets_the_same_security_settings_in_librdkafka_names(tmp_path):
-    from connectors.kafka_sink import producer_config
+    from memae_ts.connectors.kafka_sink import producer_config
 
     cfg = EdgeConfig.load(
         write(

@@ -10,9 +10,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from memae_ts.connectors.metrics import EdgeMetrics
 from prometheus_client import CollectorRegistry
-
-from connectors.metrics import EdgeMetrics
 
 DEPLOY = Path(__file__).resolve().parent.parent / "edge" / "deploy"
 RULES = DEPLOY / "prometheus" / "memae-ts-alerts.yml"
@@ -31,7 +30,7 @@ def exported_names() -> set[str]:
 
 
 def metric_names(expr: str) -> set[str]:
-    return set(re.findall(r"\b(memae_ts_[a-z_]+|up)\b", expr))
+    return set(re.findall(r"\b(memae_ts_[a-z0-9_]+|up)\b", expr))
 
 
 @pytest.mark.prometheus
@@ -117,7 +116,7 @@ def seconds(value: str) -> float:
 
 
 def test_the_unit_outlasts_the_flush_and_keeps_secrets_out_of_the_config():
-    from edge.config import EdgeConfig
+    from memae_ts.edge.config import EdgeConfig
 
     unit = unit_settings()
     processing = EdgeConfig.load(None, {}).processing
@@ -138,7 +137,7 @@ def test_the_unit_outlasts_the_flush_and_keeps_secrets_out_of_the_config():
 
 
 def test_examples_bind_the_endpoint_to_loopback():
-    from edge.config import EdgeConfig
+    from memae_ts.edge.config import EdgeConfig
 
     assert EdgeConfig.load(None, {}).http.host == "127.0.0.1"
     assert re.search(r'^host = "127\.0\.0\.1"', (DEPLOY / "edge.example.toml").read_text(), re.M)

@@ -10,10 +10,9 @@ import time
 import urllib.request
 
 import pytest
+from memae_ts.connectors.metrics import EdgeMetrics
+from memae_ts.edge.http import EdgeHttpServer, HealthState
 from prometheus_client import CollectorRegistry
-
-from connectors.metrics import EdgeMetrics
-from edge.http import EdgeHttpServer, HealthState
 
 
 @pytest.fixture

@@ -22,8 +22,7 @@ from edge_process import EdgeProcess, Record, read_topic
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.partitioner.default import murmur2
 from kafka_service import REPO
-
-from edge.replay import read_messages, replay
+from memae_ts.edge.replay import read_messages, replay
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -234,12 +233,12 @@ def test_malformed_messages_go_to_the_dead_letter_topic_and_good_ones_are_all_sc
 
 
 def test_sigkill_and_restart_resumes_from_committed_offsets_without_gaps(
-    kafka_broker, kafka_names, edge_data, edge_daemons
+    kafka_broker, kafka_names, edge_data, edge_daemons, replays
 ):
     offline = offline_scores(edge_data)
     kafka_broker.create_topic(kafka_names.input, partitions=1)
     first = edge_daemons("edge-1", batch_size=20).start()
-    producer = replay_in_background(kafka_broker.bootstrap, kafka_names.input, edge_data.csv, rate=300)
+    producer = replays(kafka_broker.bootstrap, kafka_names.input, edge_data.csv, rate=300)
     before = wait_count(kafka_broker.bootstrap, kafka_names.output, 150)
     first.kill()
     assert len(before) < len(offline), "killed too late to test anything"
@@ -252,11 +251,11 @@ def test_sigkill_and_restart_resumes_from_committed_offsets_without_gaps(
     assert metric(second, "memae_ts_windows_scored_total") > 0
 
 
-def test_broker_restart_mid_stream_loses_nothing(kafka_broker, kafka_names, edge_data, edge_daemons):
+def test_broker_restart_mid_stream_loses_nothing(kafka_broker, kafka_names, edge_data, edge_daemons, replays):
     offline = offline_scores(edge_data)
     kafka_broker.create_topic(kafka_names.input, partitions=1)
     daemon = edge_daemons(batch_size=20).start()
-    producer = replay_in_background(kafka_broker.bootstrap, kafka_names.input, edge_data.csv, rate=300)
+    producer = replays(kafka_broker.bootstrap, kafka_names.input, edge_data.csv, rate=300)
     before = wait_count(kafka_broker.bootstrap, kafka_names.output, 100)
     kafka_broker.restart()
     join_replay(producer)
@@ -333,7 +332,7 @@ def four_assets_csv(edge_data, tmp_path: Path, rows: int) -> tuple[list[str], pd
 
 
 def test_two_daemons_in_one_group_share_partitions_and_score_every_reading(
-    kafka_broker, kafka_names, edge_data, edge_daemons, tmp_path
+    kafka_broker, kafka_names, edge_data, edge_daemons, tmp_path, replays
 ):
     """Daemon b joins while a is scoring; both score, nothing is lost or scored differently.
 
@@ -350,13 +349,13 @@ def test_two_daemons_in_one_group_share_partitions_and_score_every_reading(
     multi[multi.index >= rows // 2].to_csv(second_half, index=False)
 
     a = edge_daemons("edge-a", batch_size=20).start()
-    producer = replay_in_background(kafka_broker.bootstrap, kafka_names.input, first_half, rate=300)
+    producer = replays(kafka_broker.bootstrap, kafka_names.input, first_half, rate=300)
     first = wait_count(kafka_broker.bootstrap, kafka_names.output, 50)
     assert len(first) >= 50, f"daemon a scored {len(first)} windows alone; its log:\n{a.logs()[-4000:]}"
     b = edge_daemons("edge-b", batch_size=20).start()  # joins mid-stream: rebalance
     b.wait_event("partitions assigned", lambda e: len(e["partitions"]) == 2)
     join_replay(producer)
-    join_replay(replay_in_background(kafka_broker.bootstrap, kafka_names.input, second_half, rate=300))
+    join_replay(replays(kafka_broker.bootstrap, kafka_names.input, second_half, rate=300))
     records = wait_count(kafka_broker.bootstrap, kafka_names.output, len(assets) * len(offline), timeout=90)
     for asset in assets:
         assert_matches_offline(records, offline, asset=asset)
@@ -432,7 +431,7 @@ def test_sighup_reloads_the_model_between_batches_without_losing_readings(
 
     # A "new model": same weights, threshold doubled (what a recalibration ships), saved over
     # the served bundle the way save_bundle does it (a new directory renamed into place).
-    from memae_ts.bundle import load_bundle, make_bundle, save_bundle
+    from memae_ts.engines.bundle import load_bundle, make_bundle, save_bundle
 
     served = load_bundle(model)
     config = json.loads(json.dumps(served.config))
@@ -470,8 +469,9 @@ def test_sighup_reloads_the_model_between_batches_without_losing_readings(
         assert time.monotonic() < deadline
         time.sleep(0.2)
     assert daemon.get("/readyz")[0] == 200
-    assert metric(daemon, "memae_ts_model_info", version=recalibrated, engine=metric_engine(daemon),
-                  sensors=",".join(config["sensors"]), window=str(config["window"])) == 1  # fmt: skip
+    assert metric(daemon, "memae_ts_model_info", model="default", version=recalibrated,
+                  engine=metric_engine(daemon), sensors=",".join(config["sensors"]),
+                  window=str(config["window"])) == 1  # fmt: skip
 
 
 def metric_engine(daemon: EdgeProcess) -> str:
@@ -628,11 +628,10 @@ def test_the_lag_is_measured_beside_the_loop_so_a_stalled_loop_shows(
     thread; here the loop's position stands still (a stalled loop) while readings arrive, and
     the lag grows, with its own timestamp; the stall alert's expression fires in the real
     Prometheus on the loop timestamp that stopped."""
+    from memae_ts.connectors.metrics import EdgeMetrics
+    from memae_ts.edge.http import EdgeHttpServer, HealthState
+    from memae_ts.edge.monitor import LagMonitor
     from prometheus_client import CollectorRegistry
-
-    from connectors.metrics import EdgeMetrics
-    from edge.http import EdgeHttpServer, HealthState
-    from edge.monitor import LagMonitor
 
     kafka_broker.create_topic(kafka_names.input, partitions=2)
     metrics = EdgeMetrics(CollectorRegistry())

@@ -7,8 +7,7 @@ import math
 
 import numpy as np
 import pytest
-
-from connectors.messages import (
+from memae_ts.connectors.messages import (
     REASONS,
     InvalidMessage,
     ReadingParser,

@@ -10,41 +10,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
+from memae_ts.connectors.metrics import EdgeMetrics
+from memae_ts.connectors.processor import ServedModel, StreamProcessor
+from processor_fakes import MeanEngine, Msg, ScriptedPolls
 from prometheus_client import CollectorRegistry
 
-from connectors.metrics import EdgeMetrics
-from connectors.processor import ServedModel, StreamProcessor
-
 
 @dataclass
-class Msg:
-    partition: int
-    offset: int
-    key: bytes
-    value: bytes
-    topic: str = "in"
-    timestamp: int = 0
-
-
-class MeanEngine:
-    """Score = mean of the window: enough to check plumbing, not modelling."""
-
-    def score(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        contrib = windows.mean(axis=1)
-        return contrib.mean(axis=1), contrib
-
-
-@dataclass
-class FakeSource:
+class FakeSource(ScriptedPolls):
     log: list[str]
     batches: list[list[Msg]] = field(default_factory=list)
     commit_results: list[bool] = field(default_factory=list)
     commits: list[dict[int, int]] = field(default_factory=list)
     assigned: set[int] = field(default_factory=lambda: {0, 1})
     replay_until: dict[int, int] = field(default_factory=dict)
-
-    def poll(self, timeout_ms: int) -> list[Msg]:
-        return self.batches.pop(0) if self.batches else []
 
     def history_mask(self, partitions: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         return np.array(
@@ -57,9 +36,6 @@ class FakeSource:
         if ok:
             self.commits.append(dict(next_offsets))
         return ok
-
-    def lags(self, next_offsets: dict[int, int]) -> dict[int, int]:
-        return {}
 
     def settle(self, timeout_ms: int) -> None:
         self.log.append("settle")
@@ -124,10 +100,26 @@ def test_a_failed_commit_is_retried_with_the_next_checkpoint():
     assert source.commits == [{0: 1, 1: 1}]
 
 
-def test_revoked_partitions_drop_their_uncommitted_offsets():
+def test_a_revocation_commits_what_is_pending_while_the_partitions_are_still_ours():
+    """With a failed commit (or a commit interval) offsets are pending when a rebalance takes
+    partitions away; committing them in the revocation callback, while they are still ours,
+    spares the next owner from scoring those readings again."""
     proc, source, _ = make()
     source.batches = [[reading(0, 0, 0), reading(1, 0, 0)], []]
     source.commit_results = [False, True]
+    proc.step()
+    proc._on_revoked({1})
+    source.assigned = {0}
+    proc.step()
+    assert source.commits == [{0: 1, 1: 1}]
+
+
+def test_revoked_partitions_drop_their_uncommitted_offsets():
+    """When the revocation's own commit is refused too, the revoked partitions' offsets are
+    dropped (the next owner re-reads them): the next commit carries only what is still ours."""
+    proc, source, _ = make()
+    source.batches = [[reading(0, 0, 0), reading(1, 0, 0)], []]
+    source.commit_results = [False, False, True]
     proc.step()
     proc._on_revoked({1})
     source.assigned = {0}

@@ -10,18 +10,19 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import pytest
+from memae_ts.connectors.metrics import EdgeMetrics
+from memae_ts.connectors.processor import ServedModel, StreamProcessor
+from memae_ts.connectors.resampling import ResampledBuffers, StreamResampler
+from memae_ts.edge.model import load_served_model
+from processor_fakes import MeanEngine, Msg, ScriptedPolls
 from prometheus_client import CollectorRegistry
 from runtime_bundles import random_bundle, write_bundle
 
-from connectors.metrics import EdgeMetrics
-from connectors.processor import ServedModel, StreamProcessor
-from connectors.resampling import ResampledBuffers, StreamResampler
-from edge.model import load_served_model
-from memae_ts.data import SensorData
+from memae_ts.detection.scoring import score_windows
 from memae_ts.engines import load_engine
-from memae_ts.resample import ResampleSpec, resample_cells, resample_series
-from memae_ts.scoring import score_windows
-from memae_ts.windows import segment, window_ends
+from memae_ts.io.data import SensorData
+from memae_ts.io.resample import ResampleSpec, resample_cells, resample_series
+from memae_ts.io.windows import segment, window_ends
 
 nan = math.nan
 T0_US = 1_796_011_800 * 1_000_000  # 2026-12-01, in microseconds
@@ -235,30 +236,11 @@ def test_the_rebuild_point_covers_held_values_not_yet_used():
 
 
 @dataclass
-class Msg:
-    partition: int
-    offset: int
-    key: bytes
-    value: bytes
-    topic: str = "in"
-    timestamp: int = 0
-
-
-class MeanEngine:
-    def score(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        contrib = windows.mean(axis=1)
-        return contrib.mean(axis=1), contrib
-
-
-@dataclass
-class FakeSource:
+class FakeSource(ScriptedPolls):
     batches: list[list[Msg]] = field(default_factory=list)
     commits: list[tuple[dict[int, int], dict[int, int]]] = field(default_factory=list)
     assigned: set[int] = field(default_factory=lambda: {0, 1})
     replay_until: dict[int, int] = field(default_factory=dict)
-
-    def poll(self, timeout_ms: int) -> list[Msg]:
-        return self.batches.pop(0) if self.batches else []
 
     def history_mask(self, partitions: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         return offsets < np.array([self.replay_until.get(int(p), -1) for p in partitions], dtype=np.int64)
@@ -266,15 +248,6 @@ class FakeSource:
     def commit(self, next_offsets: dict[int, int], rebuild_from: dict[int, int]) -> bool:
         self.commits.append((dict(next_offsets), dict(rebuild_from)))
         return True
-
-    def lags(self, next_offsets: dict[int, int]) -> dict[int, int]:
-        return {}
-
-    def settle(self, timeout_ms: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 @dataclass
@@ -460,7 +433,8 @@ def test_live_scores_of_a_model_fitted_with_resample_are_the_offline_scores(tmp_
     changed, empty cells for tags that did not), then the daemon's processor fed the CSV as
     `memae-ts replay` sends it scores every grid row `score` scores, with the same score."""
     pytest.importorskip("torch")
-    from edge.replay import read_messages
+    from memae_ts.edge.replay import read_messages
+
     from memae_ts import MemAE
 
     rng = np.random.default_rng(12)

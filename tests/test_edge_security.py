@@ -9,9 +9,8 @@ import time
 
 import pytest
 from edge_process import EdgeProcess
+from memae_ts.edge.replay import read_messages
 from test_edge_kafka import assert_matches_offline, offline_scores, produce, wait_count
-
-from edge.replay import read_messages
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(240)]
 

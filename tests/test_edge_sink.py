@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 from edge_process import read_topic
-
-from connectors.kafka_sink import DeliveryFailed, KafkaSink
+from memae_ts.connectors.kafka_sink import DeliveryFailed, KafkaSink
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(180)]
 

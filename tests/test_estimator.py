@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from memae_ts.data import DataWarning
 from memae_ts.errors import MemaeError
+from memae_ts.io.data import DataWarning
 
 
 def test_unfitted_model_refuses_to_score(plant_csvs: tuple[Path, Path]) -> None:
@@ -55,7 +55,7 @@ def test_faults_score_far_above_normal(tiny_model_dir: Path, plant_csvs: tuple[P
     labels = frame["anomaly"].to_numpy()
     scored = ~np.isnan(scores)
     assert np.median(scores[scored & (labels == 1)]) > 1.5 * np.median(scores[scored & (labels == 0)])
-    from memae_ts.metrics import evaluate
+    from memae_ts.evaluation.metrics import evaluate
 
     assert evaluate(labels, scores, model.threshold_)["roc_auc"] > 0.7
     # On normal rows the false-alarm rate stays low (threshold from held-out normal data).
@@ -90,7 +90,7 @@ def test_multi_asset_file(tmp_path: Path) -> None:
     from fixtures_core import TINY_PARAMS
 
     from memae_ts import MemAE
-    from memae_ts.demo_data import generate
+    from memae_ts.io.demo_data import generate
 
     parts = []
     for i, asset in enumerate(["pump-1", "pump-2"]):

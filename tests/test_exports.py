@@ -18,10 +18,10 @@ import pandas as pd
 import pytest
 
 from memae_ts.cli import main
-from memae_ts.data import DataWarning, load_csv, load_data
 from memae_ts.errors import DataError
-from memae_ts.reading import ReadOptions
-from memae_ts.summary import EMPTY
+from memae_ts.io.data import DataWarning, load_csv, load_data
+from memae_ts.io.reading import ReadOptions
+from memae_ts.io.summary import EMPTY
 
 
 def cli(*args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -270,7 +270,7 @@ def test_irregular_sampling_is_said_and_resample_regularises(tmp_path: Path) -> 
     frame.to_csv(path, index=False)
     data = load_csv(path)
     assert data.summary.irregular and "--resample" in data.summary.sampling
-    from memae_ts.regular import make_spec, resample_data
+    from memae_ts.io.regular import make_spec, resample_data
 
     grid = resample_data(data, make_spec("10s", "hold", None))
     assert np.all(np.diff(grid.timestamps.asi8) == 10 * 10**9)
@@ -293,7 +293,7 @@ def test_parquet_stdin_and_dataframe_index_read_like_the_csv(
     assert from_parquet.summary.file_format == "parquet"
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(csv.read_bytes())))
     from_stdin = load_data("-")
-    from memae_ts.data import frame_to_sensor_data
+    from memae_ts.io.data import frame_to_sensor_data
 
     from_index = frame_to_sensor_data(frame.set_index("timestamp"))
     for other in (from_parquet, from_stdin, from_index):
@@ -303,13 +303,13 @@ def test_parquet_stdin_and_dataframe_index_read_like_the_csv(
 
 
 def test_numpy_array_and_bad_types_in_the_api() -> None:
-    from memae_ts.data import array_to_sensor_data
+    from memae_ts.io.data import array_to_sensor_data
 
     data = array_to_sensor_data(np.arange(12.0).reshape(4, 3))
     assert data.sensors == ["x0", "x1", "x2"] and data.timestamps is None
     with pytest.raises(DataError, match="2-D numeric array"):
         array_to_sensor_data(np.array([["a", "b"]]))
-    with pytest.raises(DataError, match="3 columns, the model expects 2"):
+    with pytest.raises(DataError, match="X has 3 features, but MemAE is expecting 2 features"):
         array_to_sensor_data(np.zeros((4, 3)), sensors=["p", "q"])
 
 
@@ -326,7 +326,7 @@ def test_every_input_form_gives_the_same_scores(
     path = tmp_path / "de.csv"
     german.to_csv(path, sep=";", decimal=",", index=False, encoding="cp1252")
     model.time_format = None
-    from memae_ts.data import load_csv as read
+    from memae_ts.io.data import load_csv as read
 
     de = read(path, sensors=model.sensors_, options=ReadOptions(encoding="cp1252", dayfirst=True))
     np.testing.assert_allclose(model.score_samples(de), reference, rtol=1e-6, equal_nan=True)
@@ -360,7 +360,7 @@ def test_fit_leaves_labelled_faults_out_and_says_so(
 
 
 def test_replay_reads_times_with_the_same_single_format(tmp_path: Path) -> None:
-    from edge.replay import read_messages
+    from memae_ts.edge.replay import read_messages
 
     path = tmp_path / "de.csv"
     path.write_text("timestamp,a\n01.10.2026 00:00,1\n13.10.2026 00:00,2\n")
@@ -476,7 +476,7 @@ def test_loaded_model_tells_what_it_was_trained_on(tiny_model_dir: Path) -> None
 
 
 def test_progress_bars_on_a_terminal_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from memae_ts import reading
+    from memae_ts.io import reading
 
     path = tmp_path / "d.csv"
     path.write_text(

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from runtime_bundles import split_fuzz_input
 
-from memae_ts.bundle import decode_bundle
-from memae_ts.engine_numpy import NumpyEngine
+from memae_ts.engines.bundle import decode_bundle
+from memae_ts.engines.engine_numpy import NumpyEngine
+from memae_ts.engines.runtime import Runtime
 from memae_ts.errors import BundleError
-from memae_ts.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_INPUTS = 4000

@@ -9,10 +9,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from memae_ts.bundle import make_bundle  # noqa: E402
-from memae_ts.engine_numpy import NumpyEngine, memory_read  # noqa: E402
-from memae_ts.engine_torch import TorchEngine  # noqa: E402
-from memae_ts.model import MemAENet, MemoryUnit, NetworkSpec, attention_entropy  # noqa: E402
+from memae_ts.engines.bundle import make_bundle  # noqa: E402
+from memae_ts.engines.engine_numpy import NumpyEngine, memory_read  # noqa: E402
+from memae_ts.engines.engine_torch import TorchEngine  # noqa: E402
+from memae_ts.training.model import MemAENet, MemoryUnit, NetworkSpec, attention_entropy  # noqa: E402
 
 
 def test_read_shapes_and_weights_sum_to_one() -> None:

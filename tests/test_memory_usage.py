@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from memae_ts.cli import main
-from memae_ts.memory_usage import collapse_warning, memory_usage
+from memae_ts.training.memory_usage import collapse_warning, memory_usage
 
 
 def test_usage_counts_slots_and_active_weights() -> None:

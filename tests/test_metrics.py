@@ -1,4 +1,4 @@
-"""memae_ts.metrics against scikit-learn, plus the edge cases scikit-learn does not decide for us."""
+"""memae_ts.evaluation.metrics against scikit-learn, plus edge cases scikit-learn does not decide."""
 
 from __future__ import annotations
 
@@ -7,7 +7,14 @@ import math
 import numpy as np
 import pytest
 
-from memae_ts.metrics import average_precision, confusion_counts, evaluate, point_adjust, rates, roc_auc
+from memae_ts.evaluation.metrics import (
+    average_precision,
+    confusion_counts,
+    evaluate,
+    point_adjust,
+    rates,
+    roc_auc,
+)
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
 

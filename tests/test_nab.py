@@ -1,4 +1,4 @@
-"""The SKAB changepoint (NAB) score of memae_ts.nab on series whose score is known by hand."""
+"""The SKAB changepoint (NAB) score of memae_ts.evaluation.nab on series whose score is known by hand."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from memae_ts.nab import PROFILES, events_of, nab, raw_scores
+from memae_ts.evaluation.nab import PROFILES, events_of, nab, raw_scores
 
 TIMES = np.arange(200, dtype=np.float64)  # one row a second
 CHANGEPOINTS = np.isin(np.arange(200), [50, 120]).astype(np.int64)  # windows [35, 65], [105, 135]

@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from memae_ts import resample
-from memae_ts.resample import ResampleSpec, default_limit, resample_series
+from memae_ts.io import resample
+from memae_ts.io.resample import ResampleSpec, default_limit, resample_series
 
 S = 1_000_000_000  # ns per second
 nan = math.nan

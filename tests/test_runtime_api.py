@@ -14,8 +14,8 @@ import pytest
 from runtime_bundles import random_bundle, random_windows, write_bundle
 
 from memae_ts import _runtime
+from memae_ts.engines.runtime import Runtime, available_isas
 from memae_ts.errors import DataError
-from memae_ts.runtime import Runtime, available_isas
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -149,7 +149,8 @@ def test_every_isa_listed_can_be_selected(conv_runtime: tuple[Runtime, dict]) ->
 
 
 def test_runtime_imports_and_scores_without_torch(tmp_path: Path) -> None:
-    """A gateway has no torch: block it and score in a fresh interpreter."""
+    """A gateway has no torch: block it and score in a fresh interpreter. Nor does scoring load
+    pandas: the runtime process stays at about 34 MiB instead of 105 (bench/runtime.py)."""
     config, weights = random_bundle("conv", seed=2)
     path = write_bundle(tmp_path / "b", config, weights)
     code = (
@@ -161,6 +162,7 @@ def test_runtime_imports_and_scores_without_torch(tmp_path: Path) -> None:
         "scores, contributions = engine.score(np.full((2, 64, 8), 100.0, np.float32))\n"
         "assert scores.shape == (2,) and np.all(np.isfinite(scores))\n"
         "assert 'torch' not in sys.modules or sys.modules['torch'] is None\n"
+        "assert 'pandas' not in sys.modules, 'scoring imported pandas (70 MB of a gateway process)'\n"
         "print('ok')\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False)
@@ -218,7 +220,7 @@ def test_a_window_scores_the_same_alone_or_in_any_batch(kind: str, tmp_path: Pat
 
 
 def test_from_bundle_works_for_in_memory_bundles_and_keeps_the_bundle(tmp_path: Path) -> None:
-    from memae_ts.bundle import load_bundle, make_bundle
+    from memae_ts.engines.bundle import load_bundle, make_bundle
 
     config, weights = random_bundle("mlp", seed=4)
     path = write_bundle(tmp_path / "b", config, weights)

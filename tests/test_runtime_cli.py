@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from memae_ts.bundle import load_bundle
 from memae_ts.cli import main
 from memae_ts.engines import load_engine
-from memae_ts.runtime import Runtime
+from memae_ts.engines.bundle import load_bundle
+from memae_ts.engines.runtime import Runtime
 
 
 def test_export_writes_a_checked_onnx_model_with_dynamic_batch(
@@ -74,8 +74,14 @@ def test_score_command_agrees_with_the_numpy_engine(
     want, got = outputs["numpy"], outputs[engine]
     assert list(got.columns) == list(want.columns)
     assert got["score"].notna().sum() > 100
-    numeric = want.select_dtypes("number").columns
+    inexact = ("mode", "novelty_score", "tail_probability")
+    numeric = [c for c in want.select_dtypes("number").columns if c not in inexact]
     # The CSV keeps 6 significant digits, so compare at that precision.
     np.testing.assert_allclose(
         got[numeric].to_numpy(float), want[numeric].to_numpy(float), rtol=2e-5, atol=1e-9
     )
+    # A tail probability magnifies a score's last-digit difference by the tail's slope.
+    np.testing.assert_allclose(got["tail_probability"], want["tail_probability"], rtol=2e-4, atol=1e-9)
+    if "mode" in got.columns:  # memae_ts.detection.modes: 1 - cos near 0 magnifies float32 rounding
+        np.testing.assert_allclose(got["novelty_score"], want["novelty_score"], rtol=1e-4, atol=1e-4)
+        assert (got["mode"].fillna(-1) == want["mode"].fillna(-1)).mean() > 0.99

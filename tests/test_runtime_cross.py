@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from runtime_bundles import random_windows
 
-from memae_ts.bundle import load_bundle
-from memae_ts.engine_numpy import NumpyEngine
-from memae_ts.runtime import Runtime
+from memae_ts.engines.bundle import load_bundle
+from memae_ts.engines.engine_numpy import NumpyEngine
+from memae_ts.engines.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = [

@@ -13,8 +13,8 @@ from runtime_bundles import edited, random_bundle, random_windows, stamped, writ
 from safetensors.numpy import save
 
 from memae_ts import _runtime
+from memae_ts.engines.runtime import Runtime
 from memae_ts.errors import BundleError
-from memae_ts.runtime import Runtime
 
 
 @pytest.fixture(scope="module")
@@ -134,11 +134,12 @@ def test_non_finite_weights_are_refused(good, value: float) -> None:
 
 def test_newer_format_version_is_refused(tmp_path: Path, good) -> None:
     config, weights = good
-    newer = dict(config, format_version=3)
+    newer = dict(config, format_version=4)
     path = write_bundle(tmp_path / "newer", newer, weights)
-    with pytest.raises(BundleError, match="format_version 3 is newer than this runtime supports \\(2\\)"):
+    with pytest.raises(BundleError, match="format_version 4 is newer than this runtime supports \\(3\\)"):
         Runtime.load(path)
-    assert _runtime.FORMAT_VERSION == 2
+    assert _runtime.FORMAT_VERSION == 2  # what a `mean` bundle is written as
+    assert _runtime.MAX_FORMAT_VERSION == 3  # a bundle with a non-mean "scoring" section
 
 
 @pytest.mark.parametrize(
@@ -211,18 +212,37 @@ def test_random_byte_flips_never_crash(good) -> None:
 
 
 def test_atheris_fuzz_target_runs_clean(tmp_path: Path) -> None:
-    """A short atheris run of tests/fuzz_runtime_loader.py (seeded with a valid bundle)."""
+    """A short atheris run of tests/fuzz_runtime_loader.py (seeded with a valid bundle).
+
+    Linux carries a process's peak RSS across fork and exec, so the child starts with the
+    pytest process's peak (2.1 GB late in a CI run, past libFuzzer's default 2 GB limit, which
+    then reported an out-of-memory on a 4-byte input). The limit is the inherited peak plus
+    the default 2 GB, and the test runs the target beside 2.2 GB of resident ballast, so a
+    target run under the bare default limit fails here, not only late in a full suite.
+    """
     pytest.importorskip("atheris")
+    import resource
     import subprocess
     import sys
 
+    ballast = np.ones(2_200_000_000 // 8)  # resident: every page written
+    inherited_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
     target = Path(__file__).resolve().parent / "fuzz_runtime_loader.py"
     out = subprocess.run(
-        [sys.executable, str(target), "-runs=20000", "-seed=7", str(tmp_path / "corpus")],
+        [
+            sys.executable,
+            str(target),
+            "-runs=20000",
+            "-seed=7",
+            f"-rss_limit_mb={inherited_mb + 2048}",
+            f"-artifact_prefix={tmp_path}/",
+            str(tmp_path / "corpus"),
+        ],
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
+    del ballast
     assert out.returncode == 0, out.stderr[-3000:]
     assert "Done 20000 runs" in out.stderr

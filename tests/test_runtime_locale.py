@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from runtime_bundles import random_bundle, random_windows, write_bundle
 
-from memae_ts.runtime import Runtime
+from memae_ts.engines.runtime import Runtime
 
 
 @pytest.fixture

@@ -21,9 +21,9 @@ import pytest
 from runtime_bundles import random_bundle, random_windows, write_bundle
 
 from memae_ts import _runtime
-from memae_ts.bundle import Bundle, load_bundle, make_bundle
-from memae_ts.engine_numpy import NumpyEngine
-from memae_ts.runtime import Runtime
+from memae_ts.engines.bundle import Bundle, load_bundle, make_bundle
+from memae_ts.engines.engine_numpy import NumpyEngine
+from memae_ts.engines.runtime import Runtime
 
 RTOL = 1e-4
 ATOL_RECON = 1e-5  # reconstructions cross zero; scores and contributions are strictly positive
@@ -106,7 +106,7 @@ def test_sparse_addressing_is_exercised(case: tuple[Path, dict]) -> None:
 
 def test_onnx_export_matches_numpy_reference(case: tuple[Path, dict]) -> None:
     pytest.importorskip("onnxruntime")
-    from memae_ts.export_onnx import OnnxEngine
+    from memae_ts.engines.export_onnx import OnnxEngine
 
     path, config = case
     bundle = load_bundle(path)
@@ -126,8 +126,8 @@ def test_onnx_export_matches_numpy_reference(case: tuple[Path, dict]) -> None:
 def _three_engines(path: Path) -> list[Any]:
     pytest.importorskip("torch")
     pytest.importorskip("onnxruntime")
-    from memae_ts.engine_torch import TorchEngine
-    from memae_ts.export_onnx import OnnxEngine
+    from memae_ts.engines.engine_torch import TorchEngine
+    from memae_ts.engines.export_onnx import OnnxEngine
 
     bundle = load_bundle(path)
     return [TorchEngine(bundle), Runtime.load(path), OnnxEngine(bundle, threads=1)]
@@ -152,8 +152,8 @@ def _check_against_torch(path: Path, windows: dict[int, np.ndarray]) -> None:
 @pytest.mark.parametrize("arch", ["conv", "mlp"])
 def test_runtime_and_onnx_match_torch_on_the_trainers_network(arch: str, tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
-    from memae_ts.bundle import make_bundle, save_bundle
-    from memae_ts.model import MemAENet, NetworkSpec
+    from memae_ts.engines.bundle import make_bundle, save_bundle
+    from memae_ts.training.model import MemAENet, NetworkSpec
 
     torch.manual_seed(4)
     spec = NetworkSpec(arch=arch, n_sensors=6, window=40, memory_slots=150)

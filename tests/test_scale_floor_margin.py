@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from memae_ts.data import DataWarning
+from memae_ts.detection.threshold import calibrate, with_margin
 from memae_ts.errors import DataError
-from memae_ts.scaling import Scaler
-from memae_ts.threshold import calibrate, with_margin
+from memae_ts.io.data import DataWarning
+from memae_ts.training.scaling import Scaler
 
 
 def test_floor_lifts_only_sensors_quiet_relative_to_their_level() -> None:

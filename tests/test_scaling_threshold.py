@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from memae_ts.data import DataWarning
+from memae_ts.detection.threshold import calibrate
 from memae_ts.errors import DataError
-from memae_ts.scaling import Scaler
-from memae_ts.threshold import calibrate
+from memae_ts.io.data import DataWarning
+from memae_ts.training.scaling import Scaler
 
 
 def test_standard_and_robust_scaling() -> None:

@@ -15,10 +15,10 @@ import pandas as pd
 import pytest
 
 from memae_ts.cli import main
-from memae_ts.data import SensorData
-from memae_ts.demo_data import generate
-from memae_ts.parquet_stream import AssetTail, context_rows, extend, parse_memory_limit
-from memae_ts.windows import segment, window_ends
+from memae_ts.io.data import SensorData
+from memae_ts.io.demo_data import generate
+from memae_ts.io.parquet_stream import AssetTail, context_rows, extend, parse_memory_limit
+from memae_ts.io.windows import segment, window_ends
 
 SMALL = {"window": 16, "channels": (8, 16), "latent": 8, "memory_slots": 20, "batch_size": 32, "seed": 3}
 NET_ARGS = ["--window", "16", "--channels", "8", "16", "--latent", "8", "--memory-slots", "20"]
@@ -105,9 +105,9 @@ def test_streamed_fit_learns_from_exactly_the_in_memory_windows(
     """Same summary, scaler, training windows (all of them, as the first epoch sees them) and
     held-out sample as the in-memory fit of the same dataset."""
     pytest.importorskip("torch")
-    from memae_ts import train as train_module
     from memae_ts.estimator import MemAE
-    from memae_ts.streaming import StreamedWindows, fit_streaming
+    from memae_ts.training import train as train_module
+    from memae_ts.training.streaming import StreamedWindows, fit_streaming
 
     seen: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -131,6 +131,8 @@ def test_streamed_fit_learns_from_exactly_the_in_memory_windows(
     assert a["scaler"] == b["scaler"]
     for key in ("n_rows", "n_train_windows", "n_val_windows", "data_fingerprint"):
         assert a["training"][key] == b["training"][key], key
+    # The training range the edge daemon's drift metric uses: the same rows, the same range.
+    assert a["training"]["sensor_range"] == b["training"]["sensor_range"]
 
     def in_order(windows: np.ndarray) -> np.ndarray:
         flat = windows.reshape(len(windows), -1)
@@ -145,7 +147,7 @@ def test_streamed_fit_learns_from_exactly_the_in_memory_windows(
 def test_same_seed_same_streamed_bundle(two_machines: Path) -> None:
     pytest.importorskip("torch")
     from memae_ts.estimator import MemAE
-    from memae_ts.streaming import fit_streaming
+    from memae_ts.training.streaming import fit_streaming
 
     params = {**SMALL, "epochs": 2, "steps_per_epoch": 6, "asset_column": "machine", "memory_limit": "1MB"}
     first = fit_streaming(MemAE(**params), two_machines)
@@ -165,7 +167,7 @@ def test_cli_streams_a_dataset_above_the_limit_and_its_model_scores_like_an_in_m
     another order), and scoring streams too, one row per input row."""
     pytest.importorskip("torch")
     from memae_ts.estimator import MemAE, load
-    from memae_ts.metrics import evaluate
+    from memae_ts.evaluation.metrics import evaluate
 
     history = tmp_path / "history"
     history.mkdir()
@@ -209,7 +211,7 @@ def test_cli_streams_a_dataset_above_the_limit_and_its_model_scores_like_an_in_m
 
 def test_each_rank_draws_the_same_number_of_windows_from_its_own_row_groups() -> None:
     pytest.importorskip("torch")
-    from memae_ts.streaming import WindowSet, rank_share
+    from memae_ts.training.streaming import WindowSet, rank_share
 
     # (unit, machine, first end, stop): 385, 400, 285, 20 and 380 windows in units 0..4
     ranges = [(0, 0, 15, 400), (1, 0, 400, 800), (2, 1, 15, 300), (3, 1, 300, 320), (4, 1, 320, 700)]
@@ -277,12 +279,12 @@ def test_streaming_passes_show_progress_on_a_terminal_only(
 ) -> None:
     import io
 
-    from memae_ts.data import ColumnRoles
+    from memae_ts.detection.stream_score import score_parquet
     from memae_ts.estimator import load
-    from memae_ts.parquet_stream import decide_layout, open_dataset
-    from memae_ts.reading import ReadOptions
-    from memae_ts.stream_score import score_parquet
-    from memae_ts.streaming import scan
+    from memae_ts.io.data import ColumnRoles
+    from memae_ts.io.parquet_stream import decide_layout, open_dataset
+    from memae_ts.io.reading import ReadOptions
+    from memae_ts.training.streaming import scan
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:
@@ -367,16 +369,18 @@ def test_a_damaged_or_inconsistent_dataset_is_one_line_and_exit_2(
 # ---------------------------------------------------------------------- memory
 CHILD = textwrap.dedent(
     """
-    import json, resource, sys, warnings
+    import json, sys, warnings
     warnings.simplefilter("ignore")
     from memae_ts.estimator import MemAE
-    from memae_ts.parquet_stream import open_dataset
-    def peak():
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    from memae_ts.io.parquet_stream import open_dataset
+    from memae_ts.peak_rss import peak_rss_bytes as peak
     params = dict(window=16, channels=(8, 16), latent=8, memory_slots=20, batch_size=32, seed=0, epochs=1)
     # Warm up on a small dataset: torch, pyarrow and the allocators are in place, the
     # process's fixed footprint is reached.
     MemAE(**params, memory_limit="1MB", steps_per_epoch=2).fit(sys.argv[2])
+    # The tail fit imports scipy.stats (about 60 MB) once the held-out scores have enough
+    # peaks, which the small dataset's do not: a fixed cost, not the data's.
+    import scipy.stats
     base = peak()
     model = MemAE(**params, memory_limit="64MB", steps_per_epoch=10).fit(sys.argv[1])
     largest = max(group.nbytes for group in open_dataset(sys.argv[1]).groups)
@@ -409,7 +413,7 @@ def test_streamed_fit_of_200_mb_stays_within_a_64_mb_limit(tmp_path: Path) -> No
     group (READER_BYTES_PER_GROUP_BYTE × its size) plus 32 MB of allocator slack, while reading
     the same data whole grows it by about 1.3 GB (IN_MEMORY_BYTES_PER_CELL)."""
     pytest.importorskip("torch")
-    from memae_ts.parquet_stream import READER_BYTES_PER_GROUP_BYTE
+    from memae_ts.io.parquet_stream import READER_BYTES_PER_GROUP_BYTE
 
     _write_large(tmp_path / "large", rows=1_250_000, files=5, group_rows=50_000)
     _write_large(tmp_path / "small", rows=20_000, files=2, group_rows=5_000)

@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 
 from memae_ts import estimator as estimator_module  # noqa: E402
 from memae_ts.estimator import MemAE, load  # noqa: E402
-from memae_ts.metrics import evaluate  # noqa: E402
+from memae_ts.evaluation.metrics import evaluate  # noqa: E402
 
 SMALL = {"window": 16, "channels": (8, 16), "latent": 8, "memory_slots": 20, "batch_size": 32, "seed": 3}
 

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from memae_ts.data import frame_to_sensor_data
 from memae_ts.errors import DataError
-from memae_ts.windows import default_max_gap_seconds, gather, require_windows, segment, window_ends
+from memae_ts.io.data import frame_to_sensor_data
+from memae_ts.io.windows import default_max_gap_seconds, gather, require_windows, segment, window_ends
 
 
 def _frame(n: int, period: str = "1min", start: str = "2026-01-01") -> pd.DataFrame:

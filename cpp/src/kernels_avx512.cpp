@@ -29,7 +29,17 @@ struct I {
         _mm512_storeu_si512(idx, _mm512_maskz_compress_epi32(m, lanes));
         return __builtin_popcount(static_cast<unsigned>(m));
     }
+    /// compress with the indices taken from idx_in (filter_gt compacting a candidate list).
+    static int compress_idx(V w, unsigned long long mask, const std::int32_t* idx_in, std::int32_t* idx, float* val) {
+        const __mmask16 m = static_cast<__mmask16>(mask);
+        const __m512i iv = _mm512_loadu_si512(idx_in);
+        _mm512_storeu_ps(val, _mm512_maskz_compress_ps(m, w));
+        _mm512_storeu_si512(idx, _mm512_maskz_compress_epi32(m, iv));
+        return __builtin_popcount(static_cast<unsigned>(m));
+    }
     static constexpr int MR = 8;
+    static constexpr int NT = 2;  // 8 x 2 zmm accumulators + 2 panel vectors + 1 broadcast of 32
+    static constexpr int kPeakChains = 12;  // FMA latency 4 x 2 ports = 8 in flight, and margin
     static constexpr const char* kName = "avx512_8x32";
     static __mmask16 tail_mask(int n) { return static_cast<__mmask16>((1u << n) - 1u); }
     static V zero() { return _mm512_setzero_ps(); }
@@ -53,11 +63,13 @@ struct I {
         return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(t), _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(INT32_MIN))));
     }
     static inline V exp(V x);
+    static inline V exp2(V t);
     static unsigned long long gt_mask(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ); }
 };
 
 #include "exp_poly.h"
 inline I::V I::exp(V x) { return exp_poly(x); }
+inline I::V I::exp2(V t) { return exp2_poly(t); }
 
 #include "kernels_impl.h"
 

@@ -5,86 +5,147 @@
 // is static or lives in the ISA namespace, and no std:: inline function is called, so the linker
 // can never hand an AVX-512 copy of some helper to the scalar path (an ODR trap of per-ISA TUs).
 //
-// Naming: the table name is <isa>_<MR>x32, the register tile of the GEMM micro-kernel (MR rows by
-// one 32-column packed panel).
+// Naming: the table name is <isa>_<MR>x<NT*W>, the register tile of the GEMM micro-kernel (MR rows
+// by NT vectors of a 32-column packed panel: avx512_8x32, avx2_3x32, neon_5x16, scalar_2x32).
 
 using V = I::V;
 constexpr int W = I::W;
 
 constexpr int VP = kPanel / W;  // vectors per packed panel
 
-// R rows of A against the first NV vectors of one packed panel: R x NV accumulators live in
-// registers for all of K. NV < VP only for the last, narrow panel (e.g. 8 output channels).
-template <int R, int NV>
+// Vectors per register tile: NT <= VP columns of the panel at a time (NEON runs a 32-column
+// panel as two 16-column tiles so MR x NT accumulators, NT panel vectors and one broadcast fit
+// its 32 registers without spills; checked in the cross-compiled assembly by
+// tests/test_neon_gemm_spills.py).
+constexpr int NT = I::NT;
+static_assert(VP % NT == 0, "a tile is a whole fraction of the panel");
+
+// Output activation applied in the GEMM epilogue (kernels.h, Act), before the only store.
+static inline V leaky_v(V v, V s) { return I::fma(s, I::min(v, I::zero()), I::max(v, I::zero())); }
+
+// tanh(x) = sign(x) (1 - e) / (1 + e) with e = exp(-2|x|): no overflow, absolute error ~1e-7.
+static inline V tanh_v(V v) {
+    const V one = I::set1(1.0f);
+    const V ax = I::max(v, I::sub(I::zero(), v));
+    const V e = I::exp(I::mul(I::set1(-2.0f), ax));
+    return I::sign_like(I::div(I::sub(one, e), I::add(one, e)), v);
+}
+
+static inline V epilogue(V v, int act, V slope) {
+    if (act == kActLeaky) return leaky_v(v, slope);
+    if (act == kActTanh) return tanh_v(v);
+    return v;
+}
+
+// R rows of A against NV vectors of one packed panel: R x NV accumulators live in registers for
+// all of K. They start at zero, so the k loop touches nothing but A, the panel and registers;
+// the initial value (bias, C itself, or 0) is added once in the epilogue with the activation.
+// NV < NT only for the last, narrow tile (e.g. 8 output channels).
+// PLAIN: no bias, no accumulation, no activation and every column real (the memory similarity,
+// K = 32): the epilogue is the R x NV stores alone, with no run-time test in it; at K = 32 the
+// general epilogue's tests were a fifth of the tile's time.
+template <int R, int NV, bool PLAIN = false>
 static inline void gemm_tile(int K, const float* A, int lda, const float* bp, float* C, int ldc,
-                             const float* bias, int cols, bool accumulate) {
+                             const float* bias, int cols, bool accumulate, int act, float slope) {
     V acc[R][NV];
-    int valid[NV];
-    for (int v = 0; v < NV; ++v) {
-        const int c = cols - v * W;
-        valid[v] = c <= 0 ? 0 : (c >= W ? W : c);
-    }
-    for (int v = 0; v < NV; ++v) {
-        for (int r = 0; r < R; ++r) {
-            if (valid[v] == 0) acc[r][v] = I::zero();
-            else if (accumulate) acc[r][v] = I::loadn(C + r * ldc + v * W, valid[v]);
-            else if (bias) acc[r][v] = I::loadn(bias + v * W, valid[v]);
-            else acc[r][v] = I::zero();
-        }
-    }
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+        for (int v = 0; v < NV; ++v) acc[r][v] = I::zero();
     for (int k = 0; k < K; ++k, bp += kPanel) {
         V x[NV];
+#pragma GCC unroll 16
         for (int v = 0; v < NV; ++v) x[v] = I::load(bp + v * W);
+#pragma GCC unroll 16
         for (int r = 0; r < R; ++r) {
             const V a = I::set1(A[r * lda + k]);
+#pragma GCC unroll 16
             for (int v = 0; v < NV; ++v) acc[r][v] = I::fma(a, x[v], acc[r][v]);
         }
     }
-    for (int r = 0; r < R; ++r) {
-        for (int v = 0; v < NV; ++v) {
-            if (valid[v] == W) I::store(C + r * ldc + v * W, acc[r][v]);
-            else if (valid[v] > 0) I::storen(C + r * ldc + v * W, acc[r][v], valid[v]);
+    if constexpr (PLAIN) {
+#pragma GCC unroll 16
+        for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+            for (int v = 0; v < NV; ++v) I::store(C + r * ldc + v * W, acc[r][v]);
+        return;
+    }
+    // Fully unrolled like the k loop (no variable index into acc, which would force the whole
+    // array into memory and make the k loop spill).
+    const V s = I::set1(slope);
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; ++v) {
+        const int c = cols - v * W;
+        if (c <= 0) continue;
+        const int n = c >= W ? W : c;
+        const V b = (!accumulate && bias) ? (n == W ? I::load(bias + v * W) : I::loadn(bias + v * W, n)) : I::zero();
+#pragma GCC unroll 16
+        for (int r = 0; r < R; ++r) {
+            float* out = C + r * ldc + v * W;
+            V y = acc[r][v];
+            if (accumulate) y = I::add(y, n == W ? I::load(out) : I::loadn(out, n));
+            else y = I::add(y, b);
+            y = epilogue(y, act, s);
+            if (n == W) I::store(out, y);
+            else I::storen(out, y, n);
         }
     }
 }
 
 template <int NV>
 static void gemm_panel(int M, int K, const float* A, int lda, const float* bp, float* C, int ldc,
-                       const float* b, int cols, bool accumulate) {
+                       const float* b, int cols, bool accumulate, int act, float slope) {
     constexpr int MR = I::MR;
     int m = 0;
-    for (; m + MR <= M; m += MR) gemm_tile<MR, NV>(K, A + static_cast<long>(m) * lda, lda, bp, C + static_cast<long>(m) * ldc, ldc, b, cols, accumulate);
+    if (!accumulate && !b && act == kActNone && cols >= NV * W) {
+        for (; m + MR <= M; m += MR) {
+            gemm_tile<MR, NV, true>(K, A + static_cast<long>(m) * lda, lda, bp, C + static_cast<long>(m) * ldc, ldc,
+                                    b, cols, accumulate, act, slope);
+        }
+    }
+    for (; m + MR <= M; m += MR) {
+        gemm_tile<MR, NV>(K, A + static_cast<long>(m) * lda, lda, bp, C + static_cast<long>(m) * ldc, ldc, b, cols,
+                          accumulate, act, slope);
+    }
     const float* a = A + static_cast<long>(m) * lda;
     float* c = C + static_cast<long>(m) * ldc;
-    switch (M - m) {  // MR <= 8, so at most 7 rows remain
+    switch (M - m) {  // MR <= 8, so at most 7 rows remain (no tile taller than MR is built)
         case 0: break;
-        case 1: gemm_tile<1, NV>(K, a, lda, bp, c, ldc, b, cols, accumulate); break;
-        case 2: gemm_tile<2, NV>(K, a, lda, bp, c, ldc, b, cols, accumulate); break;
-        case 3: gemm_tile<3, NV>(K, a, lda, bp, c, ldc, b, cols, accumulate); break;
-        case 4: gemm_tile<4, NV>(K, a, lda, bp, c, ldc, b, cols, accumulate); break;
-        case 5: gemm_tile<5, NV>(K, a, lda, bp, c, ldc, b, cols, accumulate); break;
-        case 6: gemm_tile<6, NV>(K, a, lda, bp, c, ldc, b, cols, accumulate); break;
-        default: gemm_tile<7, NV>(K, a, lda, bp, c, ldc, b, cols, accumulate); break;
+        case 1: gemm_tile<(1 < MR ? 1 : 1), NV>(K, a, lda, bp, c, ldc, b, cols, accumulate, act, slope); break;
+        case 2: gemm_tile<(2 < MR ? 2 : 1), NV>(K, a, lda, bp, c, ldc, b, cols, accumulate, act, slope); break;
+        case 3: gemm_tile<(3 < MR ? 3 : 1), NV>(K, a, lda, bp, c, ldc, b, cols, accumulate, act, slope); break;
+        case 4: gemm_tile<(4 < MR ? 4 : 1), NV>(K, a, lda, bp, c, ldc, b, cols, accumulate, act, slope); break;
+        case 5: gemm_tile<(5 < MR ? 5 : 1), NV>(K, a, lda, bp, c, ldc, b, cols, accumulate, act, slope); break;
+        case 6: gemm_tile<(6 < MR ? 6 : 1), NV>(K, a, lda, bp, c, ldc, b, cols, accumulate, act, slope); break;
+        default: gemm_tile<(7 < MR ? 7 : 1), NV>(K, a, lda, bp, c, ldc, b, cols, accumulate, act, slope); break;
+    }
+}
+
+static void gemm_act(int M, int N, int K, const float* A, int lda, const float* Bp, float* C, int ldc,
+                     const float* bias, bool accumulate, int act, float slope) {
+    // Panel outer, rows inner: each panel is read from memory once and reused from L1.
+    for (int n0 = 0; n0 < N; n0 += kPanel) {
+        const float* bp = Bp + static_cast<long>(n0) * K;
+        for (int t0 = 0; t0 < kPanel && n0 + t0 < N; t0 += NT * W) {
+            const int cols = N - n0 - t0;  // may exceed the tile: the tile stores only its own
+            const float* b = bias ? bias + n0 + t0 : nullptr;
+            float* c = C + n0 + t0;
+            // Only the vectors that hold real columns (NT is 2 for AVX-512, 4 for AVX2 and NEON).
+            int nv = NT <= 4 ? (cols + W - 1) / W : NT;
+            nv = nv < NT ? nv : NT;
+            switch (nv) {
+                case 1: gemm_panel<1>(M, K, A, lda, bp + t0, c, ldc, b, cols, accumulate, act, slope); break;
+                case 2: gemm_panel<(NT >= 2 ? 2 : 1)>(M, K, A, lda, bp + t0, c, ldc, b, cols, accumulate, act, slope); break;
+                case 3: gemm_panel<(NT >= 3 ? 3 : 1)>(M, K, A, lda, bp + t0, c, ldc, b, cols, accumulate, act, slope); break;
+                default: gemm_panel<NT>(M, K, A, lda, bp + t0, c, ldc, b, cols, accumulate, act, slope); break;
+            }
+        }
     }
 }
 
 static void gemm(int M, int N, int K, const float* A, int lda, const float* Bp, float* C, int ldc,
                  const float* bias, bool accumulate) {
-    // Panel outer, rows inner: each panel is read from memory once and reused from L1.
-    for (int n0 = 0; n0 < N; n0 += kPanel) {
-        const int cols = N - n0 < kPanel ? N - n0 : kPanel;
-        const float* bp = Bp + static_cast<long>(n0) * K;
-        const float* b = bias ? bias + n0 : nullptr;
-        float* c = C + n0;
-        // Only the vectors that hold real columns (VP is 2 for AVX-512, 4 for AVX2).
-        const int nv = VP <= 4 ? (cols + W - 1) / W : VP;
-        switch (nv) {
-            case 1: gemm_panel<1>(M, K, A, lda, bp, c, ldc, b, cols, accumulate); break;
-            case 2: gemm_panel<(VP >= 2 ? 2 : 1)>(M, K, A, lda, bp, c, ldc, b, cols, accumulate); break;
-            case 3: gemm_panel<(VP >= 3 ? 3 : 1)>(M, K, A, lda, bp, c, ldc, b, cols, accumulate); break;
-            default: gemm_panel<VP>(M, K, A, lda, bp, c, ldc, b, cols, accumulate); break;
-        }
-    }
+    gemm_act(M, N, K, A, lda, Bp, C, ldc, bias, accumulate, kActNone, 0.0f);
 }
 
 static float scale_max(float* x, int n, float scale, const float* mul) {
@@ -107,56 +168,129 @@ static float scale_max(float* x, int n, float scale, const float* mul) {
     return m;
 }
 
-static float exp_sum(float* x, int n, float scale, const float* mul, float shift) {
-    const V sc = I::set1(scale), sh = I::set1(shift);
-    V acc = I::zero();
-    int i = 0;
-    for (; i + W <= n; i += W) {
-        V v = I::mul(I::load(x + i), sc);
-        if (mul) v = I::mul(v, I::load(mul + i));
-        const V e = I::exp(I::sub(v, sh));
-        I::store(x + i, e);
-        acc = I::add(acc, e);
+// Writes the lanes of w selected by mask (and their indices base + lane) at idx/val; returns how
+// many. Without a compress instruction every lane is written and the count advances by its bit.
+static inline int emit(V w, unsigned long long mask, int base, std::int32_t* idx, float* val) {
+    if constexpr (I::kCompress) {
+        return I::compress(w, mask, base, idx, val);
+    } else {
+        float lanes[W];
+        I::store(lanes, w);
+        int count = 0;
+        for (int j = 0; j < W; ++j) {
+            idx[count] = base + j;
+            val[count] = lanes[j];
+            count += static_cast<int>((mask >> j) & 1u);
+        }
+        return count;
     }
-    float total = I::hsum(acc);
-    if (i < n) {
-        const int rem = n - i;
-        V v = I::mul(I::loadn(x + i, rem), sc);
-        if (mul) v = I::mul(v, I::loadn(mul + i, rem));
-        const V e = I::exp(I::sub(v, sh));
-        I::storen(x + i, e, rem);
-        for (int j = 0; j < rem; ++j) total += x[i + j];
-    }
-    return total;
 }
 
-static int select_gt(const float* x, int n, float inv_sum, float thr, std::int32_t* idx,
-                     float* val) {
-    const V is = I::set1(inv_sum);
-    const V t = I::set1(thr);
-    int count = 0;
+// The softmax of one similarity row and a first, conservative selection (kernels.h,
+// exp_candidates), in two passes over the row while it is in L1. The first computes and stores
+// the exponentials and their sum and makes no comparison: a running threshold from the partial
+// sum (Z only grows) needs a horizontal sum per block, which measured twice the cost of the
+// exponentials themselves. The second compares every vector with thr * Z (less 2^-10 for
+// rounding, so the candidates hold every survivor) and writes only the vectors that have a
+// candidate: a trained model keeps ~16 of 1000 slots per row (bench/runtime.py --trained), so
+// most vectors cost a load and a compare; filter_gt then applies the exact test.
+static int exp_candidates(float* x, int n, float scale, float shift, float thr, std::int32_t* idx, float* val,
+                          float* sum) {
+    // exp(x * scale - shift) = 2^(x * a - b): one FMA for the argument, then exp2_poly.
+    const V sc = I::set1(scale * 1.44269504088896341f), sh = I::set1(-shift * 1.44269504088896341f);
+    V acc[4] = {I::zero(), I::zero(), I::zero(), I::zero()};
     int i = 0;
-    for (; i + W <= n; i += W) {
-        const V w = I::mul(I::load(x + i), is);
-        unsigned long long mask = I::gt_mask(w, t);
-        if (!mask) continue;  // the common case after softmax: nothing in this vector survives
-        if constexpr (I::kCompress) {
-            count += I::compress(w, mask, i, idx + count, val + count);  // flat attention stays fast
-        } else {
-            while (mask) {
-                const int j = __builtin_ctzll(mask);
-                mask &= mask - 1;
-                idx[count] = i + j;
-                val[count] = x[i + j] * inv_sum;
-                ++count;
-            }
+    for (; i + 4 * W <= n; i += 4 * W) {
+#pragma GCC unroll 4
+        for (int b = 0; b < 4; ++b) {
+            const V e = I::exp2(I::fma(I::load(x + i + b * W), sc, sh));
+            I::store(x + i + b * W, e);
+            acc[b] = I::add(acc[b], e);
         }
     }
-    for (; i < n; ++i) {
-        const float w = x[i] * inv_sum;
-        if (w > thr) { idx[count] = i; val[count] = w; ++count; }
+    for (; i + W <= n; i += W) {
+        const V e = I::exp2(I::fma(I::load(x + i), sc, sh));
+        I::store(x + i, e);
+        acc[0] = I::add(acc[0], e);
+    }
+    float total = I::hsum(I::add(I::add(acc[0], acc[1]), I::add(acc[2], acc[3])));
+    if (i < n) {
+        const int rem = n - i;
+        I::storen(x + i, I::exp2(I::fma(I::loadn(x + i, rem), sc, sh)), rem);
+        for (int j = i; j < n; ++j) total += x[j];
+    }
+    *sum = total;
+    const bool all = !(thr >= 0.0f);
+    const V t = I::set1(all ? -1.0f : thr * (1.0f - 1.0f / 1024.0f) * total);
+    int count = 0;
+    // One branch per block of 4 vectors (on their lane-wise max), and the 4 vectors of a block
+    // that holds a candidate written branch-free: a branch per vector mispredicted on rows with
+    // many candidates (an untrained network's ~80 of 1000: +16 % per window on AVX2).
+    for (i = 0; i + 4 * W <= n; i += 4 * W) {
+        const V e0 = I::load(x + i), e1 = I::load(x + i + W), e2 = I::load(x + i + 2 * W), e3 = I::load(x + i + 3 * W);
+        if (!I::gt_mask(I::max(I::max(e0, e1), I::max(e2, e3)), t)) continue;
+        count += emit(e0, I::gt_mask(e0, t), i, idx + count, val + count);
+        count += emit(e1, I::gt_mask(e1, t), i + W, idx + count, val + count);
+        count += emit(e2, I::gt_mask(e2, t), i + 2 * W, idx + count, val + count);
+        count += emit(e3, I::gt_mask(e3, t), i + 3 * W, idx + count, val + count);
+    }
+    for (; i + W <= n; i += W) {
+        const V e = I::load(x + i);
+        count += emit(e, I::gt_mask(e, t), i, idx + count, val + count);
+    }
+    for (; i < n; ++i) {  // the last n mod W slots: every one is a candidate
+        idx[count] = i;
+        val[count] = x[i];
+        ++count;
     }
     return count;
+}
+
+// The exact selection over exp_candidates' output, in place and in order (kernels.h, filter_gt).
+// A vector is loaded before the compressed store that may overwrite it, and that store ends at
+// most where the loaded vector did, so compacting in place is safe.
+static int filter_gt(int count, std::int32_t* idx, float* val, float inv_sum, float thr) {
+    const V is = I::set1(inv_sum), t = I::set1(thr);
+    int k = 0, c = 0;
+    if constexpr (I::kCompress) {
+        for (; c + W <= count; c += W) {
+            const V w = I::mul(I::load(val + c), is);
+            k += I::compress_idx(w, I::gt_mask(w, t), idx + c, idx + k, val + k);
+        }
+    }
+    for (; c < count; ++c) {
+        const float w = val[c] * inv_sum;
+        idx[k] = idx[c];
+        val[k] = w;
+        k += w > thr ? 1 : 0;
+    }
+    return k;
+}
+
+// Continuous hard shrinkage and L1 renormalisation of the selected weights (kernels.h,
+// shrink_normalise): all of them are above lam (filter_gt kept only those), so w - lam > 0 and
+// the shrinkage (w - lam) w / (|w - lam| + eps) needs no abs. Vectors with a masked tail: the
+// zero lanes shrink to exactly 0 and add nothing. The sum is FP32 in W lanes (was a sequential
+// double sum: 16 dependent adds a row for a trained model's 16 survivors).
+static void shrink_normalise(int count, float* val, float lam, float eps) {
+    const V l = I::set1(lam), e = I::set1(eps);
+    V acc = I::zero();
+    for (int i = 0; i < count; i += W) {
+        const int c = count - i < W ? count - i : W;
+        V w = I::loadn(val + i, c);
+        if (lam > 0.0f) {
+            const V d = I::sub(w, l);
+            w = I::div(I::mul(d, w), I::add(d, e));
+            I::storen(val + i, w, c);
+        }
+        acc = I::add(acc, w);
+    }
+    const float total = I::hsum(acc);
+    const V inv = I::set1(1.0f / (total > 1e-12f ? total : 1e-12f));
+    for (int i = 0; i < count; i += W) {
+        const int c = count - i < W ? count - i : W;
+        I::storen(val + i, I::mul(I::loadn(val + i, c), inv), c);
+    }
 }
 
 // NF full vectors of the output (plus an optional masked tail vector) held in registers while
@@ -202,17 +336,11 @@ static float dot(int n, const float* a, const float* b) {
     return I::hsum(I::add(acc0, acc1));
 }
 
-// tanh(x) = sign(x) (1 - e) / (1 + e) with e = exp(-2|x|): no overflow, absolute error ~1e-7.
 static void tanh_(float* x, int n) {
-    const V one = I::set1(1.0f), m2 = I::set1(-2.0f), z = I::zero();
     int i = 0;
     while (i < n) {
         const int c = n - i < W ? n - i : W;
-        const V v = I::loadn(x + i, c);
-        const V ax = I::max(v, I::sub(z, v));
-        const V e = I::exp(I::mul(m2, ax));
-        const V t = I::div(I::sub(one, e), I::add(one, e));
-        I::storen(x + i, I::sign_like(t, v), c);
+        I::storen(x + i, tanh_v(I::loadn(x + i, c)), c);
         i += c;
     }
 }
@@ -249,6 +377,48 @@ static void sq_err_cols(const float* a, const float* b, int rows, int cols, floa
     }
 }
 
+// acc[j] += sum_r w[r] * (a - b)^2: sq_err_cols with a weight per row (the `last_rows` score
+// reduction). The weight multiplies the difference once, then one FMA, as sq_err_cols.
+static void wsq_err_cols(const float* a, const float* b, int rows, int cols, const float* w, float* acc) {
+    int j = 0;
+    for (; j + W <= cols; j += W) {
+        V s = I::load(acc + j);
+        for (int r = 0; r < rows; ++r) {
+            const V d = I::sub(I::load(a + r * cols + j), I::load(b + r * cols + j));
+            s = I::fma(I::mul(d, I::set1(w[r])), d, s);
+        }
+        I::store(acc + j, s);
+    }
+    if (j < cols) {
+        const int rem = cols - j;
+        V s = I::loadn(acc + j, rem);
+        for (int r = 0; r < rows; ++r) {
+            const V d = I::sub(I::loadn(a + r * cols + j, rem), I::loadn(b + r * cols + j, rem));
+            s = I::fma(I::mul(d, I::set1(w[r])), d, s);
+        }
+        I::storen(acc + j, s, rem);
+    }
+}
+
+// The FP32 peak probe: kPeakChains independent FMA chains (enough to cover FMA latency times
+// the FMA ports), nothing but registers. Returns a value that depends on every FMA so none can
+// be dropped; *flops is the number of floating-point operations done (2 per FMA lane).
+static double fma_loop(std::int64_t iters, double* flops) {
+    constexpr int C = I::kPeakChains;
+    V acc[C];
+    for (int c = 0; c < C; ++c) acc[c] = I::set1(2.0f + 0.1f * static_cast<float>(c));
+    const V m = I::set1(0.999f), a = I::set1(1e-3f);  // converges to 1, never overflows
+    for (std::int64_t i = 0; i < iters; ++i) {
+#pragma GCC unroll 16
+        for (int c = 0; c < C; ++c) acc[c] = I::fma(acc[c], m, a);
+    }
+    V s = acc[0];
+    for (int c = 1; c < C; ++c) s = I::add(s, acc[c]);
+    *flops = 2.0 * W * C * static_cast<double>(iters);
+    return static_cast<double>(I::hsum(s));
+}
+
 static const KernelTable kTable = {
-    I::kName, gemm, scale_max, exp_sum, select_gt, gather_rows, dot, tanh_, leaky_relu, sq_err_cols,
+    I::kName, gemm, scale_max, gather_rows, dot, tanh_, leaky_relu, sq_err_cols,
+    gemm_act, fma_loop, wsq_err_cols, exp_candidates, filter_gt, shrink_normalise, W,
 };

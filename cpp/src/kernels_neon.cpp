@@ -16,21 +16,33 @@ struct I {
     static constexpr bool kLdexpSaturates = false;
     static constexpr bool kCompress = false;
     static int compress(V, unsigned long long, int, std::int32_t*, float*) { return 0; }
-    static constexpr int MR = 3;
-    static constexpr const char* kName = "neon_3x32";
+    static int compress_idx(V, unsigned long long, const std::int32_t*, std::int32_t*, float*) { return 0; }
+    // 5 x 16: 20 accumulators + 4 panel vectors + the 5 A values (GCC loads a tile's A column
+    // at once) = 29 of the 32 q registers, so the inner loop never spills. The former 3 x 32
+    // tile needed 24 + 8 + 3 and spilled 18 stores and 7 loads per 24 fmla; 6 x 16 needs 34 and
+    // spills 2. tests/test_neon_gemm_spills.py checks the cross-compiled loop.
+    static constexpr int MR = 5;
+    static constexpr int NT = 4;
+    static constexpr int kPeakChains = 16;
+    static constexpr const char* kName = "neon_5x16";
     static V zero() { return vdupq_n_f32(0.0f); }
     static V set1(float v) { return vdupq_n_f32(v); }
     static V load(const float* p) { return vld1q_f32(p); }
     static void store(float* p, V v) { vst1q_f32(p, v); }
+    // Lane by lane (no stack buffer, so a partial tile's accumulators stay in registers).
     static V loadn(const float* p, int n) {
-        float buf[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        std::memcpy(buf, p, static_cast<std::size_t>(n) * sizeof(float));
-        return vld1q_f32(buf);
+        if (n >= 4) return vld1q_f32(p);
+        V v = vdupq_n_f32(0.0f);
+        v = vsetq_lane_f32(p[0], v, 0);
+        if (n > 1) v = vsetq_lane_f32(p[1], v, 1);
+        if (n > 2) v = vsetq_lane_f32(p[2], v, 2);
+        return v;
     }
     static void storen(float* p, V v, int n) {
-        float buf[4];
-        vst1q_f32(buf, v);
-        std::memcpy(p, buf, static_cast<std::size_t>(n) * sizeof(float));
+        if (n >= 4) return vst1q_f32(p, v);
+        vst1q_lane_f32(p, v, 0);
+        if (n > 1) vst1q_lane_f32(p + 1, v, 1);
+        if (n > 2) vst1q_lane_f32(p + 2, v, 2);
     }
     static V fma(V a, V b, V c) { return vfmaq_f32(c, a, b); }
     static V add(V a, V b) { return vaddq_f32(a, b); }
@@ -48,6 +60,7 @@ struct I {
     static float hmax(V v) { return vmaxvq_f32(v); }
     static V sign_like(V t, V v) { return vbslq_f32(vdupq_n_u32(0x80000000u), v, t); }
     static inline V exp(V x);
+    static inline V exp2(V t);
     static unsigned long long gt_mask(V a, V b) {
         const uint32x4_t m = vcgtq_f32(a, b);
         return (vgetq_lane_u32(m, 0) & 1u) | ((vgetq_lane_u32(m, 1) & 1u) << 1) |
@@ -57,6 +70,7 @@ struct I {
 
 #include "exp_poly.h"
 inline I::V I::exp(V x) { return exp_poly(x); }
+inline I::V I::exp2(V t) { return exp2_poly(t); }
 
 #include "kernels_impl.h"
 

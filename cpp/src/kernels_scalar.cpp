@@ -12,7 +12,10 @@ struct I {
     static constexpr int W = 1;
     static constexpr bool kCompress = false;
     static int compress(V, unsigned long long, int, std::int32_t*, float*) { return 0; }
+    static int compress_idx(V, unsigned long long, const std::int32_t*, std::int32_t*, float*) { return 0; }
     static constexpr int MR = 2;
+    static constexpr int NT = 32;
+    static constexpr int kPeakChains = 8;
     static constexpr const char* kName = "scalar_2x32";
     static V zero() { return 0.0f; }
     static V set1(float v) { return v; }
@@ -31,6 +34,7 @@ struct I {
     static float hmax(V v) { return v; }
     static V sign_like(V t, V v) { return v < 0.0f ? -t : t; }
     static V exp(V v) { return std::exp(v); }
+    static V exp2(V v) { return std::exp2(v); }
     static unsigned long long gt_mask(V a, V b) { return a > b ? 1ull : 0ull; }
 };
 

@@ -6,9 +6,11 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <exception>
+#include <limits>
 #include <map>
 #include <memory>
 #include <set>
@@ -287,6 +289,20 @@ Layer build_layer(const Json& j, const std::string& where, bool conv, int& ch, i
                     b[(static_cast<std::size_t>(t) * in + c) * out + o] = w[(static_cast<std::size_t>(o) * in + c) * K + t];
         L.w = pack_b(k * in, out, b.data(), out);
         keep(L.w);
+        if (L.stride == 1 && k >= 2 && 2 * out <= 16) {  // Layer::w2: two output rows per GEMM row
+            const std::size_t K2 = (K + 1) * in, N2 = 2 * static_cast<std::size_t>(out);
+            std::vector<float> b2(K2 * N2, 0.0f);
+            for (std::size_t r = 0; r < K * in; ++r)
+                for (int o = 0; o < out; ++o) {
+                    b2[r * N2 + o] = b[r * out + o];                   // row 2u: taps at input rows 2u..
+                    b2[(r + in) * N2 + out + o] = b[r * out + o];      // row 2u+1: one input row later
+                }
+            L.w2 = pack_b(static_cast<int>(K2), static_cast<int>(N2), b2.data(), static_cast<int>(N2));
+            keep(L.w2);
+            L.b2 = L.b;
+            L.b2.insert(L.b2.end(), L.b.begin(), L.b.end());
+        }
+        L.pad_floats = L.padding > 0 ? static_cast<std::size_t>(len + 2 * L.padding) * in : 0;
     } else {
         const int in = dim(0, kMaxFeatures), out = dim(1, kMaxFeatures);
         if (in != ch) {
@@ -305,18 +321,43 @@ Layer build_layer(const Json& j, const std::string& where, bool conv, int& ch, i
         L.out_ch = out;
         L.out_len = static_cast<int>(out_len);
         L.b = take_bias(out);
-        // One B operand (in, out) per tap: tap t adds x[i] . B_t to output row i*stride - padding + t,
-        // so each tap is a GEMM that accumulates into every stride-th output row.
-        std::vector<float> b(static_cast<std::size_t>(in) * out);
-        for (int t = 0; t < k; ++t) {
-            for (int c = 0; c < in; ++c)
-                for (int o = 0; o < out; ++o)
-                    b[static_cast<std::size_t>(c) * out + o] = w[(static_cast<std::size_t>(c) * out + o) * K + t];
-            std::vector<float> packed = pack_b(in, out, b.data(), out);
-            L.tap_size = packed.size();
+        // Split by stride phase (as XNNPACK does): tap t adds x[i] . W_t to output row
+        // o = i*stride - padding + t, so output rows with (o + padding) % stride == p see only the
+        // taps t = p, p + stride, ... (Q of them), and row o = j*stride - padding + p is
+        // sum_q x[j - q] . W_{p + q*stride}. Over j that is a stride-1 convolution: one GEMM per
+        // phase whose A rows are Q consecutive rows of the zero-padded input (B rows in order
+        // q = Q-1 .. 0) writing every stride-th output row, with bias and activation in the
+        // epilogue, instead of k accumulating GEMMs with K = in channels each.
+        const int s = L.stride, plen = static_cast<int>(out_len);
+        int lead = 0, last = len - 1;
+        for (int p = 0; p < s; ++p) {
+            Layer::Phase ph;
+            ph.taps = p < k ? (k - 1 - p) / s + 1 : 0;
+            ph.first = ((p - L.padding) % s + s) % s;
+            ph.rows = ph.first < plen ? (plen - 1 - ph.first) / s + 1 : 0;
+            if (ph.rows == 0) continue;
+            const int j0 = (ph.first + L.padding - p) / s;  // input row of tap p for output row `first`
+            ph.start = j0 - (ph.taps - 1);  // relative to input row 0; shifted by `lead` below
+            if (ph.taps > 0) {
+                lead = std::max(lead, -ph.start);
+                last = std::max(last, j0 + ph.rows - 1);
+            }
+            ph.offset = L.w.size();
+            std::vector<float> b(static_cast<std::size_t>(ph.taps) * in * out);
+            for (int r = 0; r < ph.taps; ++r) {
+                const int t = p + (ph.taps - 1 - r) * s;
+                for (int c = 0; c < in; ++c)
+                    for (int o = 0; o < out; ++o)
+                        b[(static_cast<std::size_t>(r) * in + c) * out + o] = w[(static_cast<std::size_t>(c) * out + o) * K + t];
+            }
+            std::vector<float> packed = pack_b(ph.taps * in, out, b.data(), out);
             keep(packed);
             L.w.insert(L.w.end(), packed.begin(), packed.end());
+            L.phases.push_back(ph);
         }
+        for (Layer::Phase& ph : L.phases) ph.start = ph.taps > 0 ? ph.start + lead : 0;
+        L.lead = lead;
+        L.pad_floats = static_cast<std::size_t>(lead + last + 1) * in;
     }
     // GEMM strides (stride x channels, kernel x channels) are ints: keep them far from overflow.
     const std::int64_t widest = std::max(L.in_ch, L.out_ch);
@@ -397,6 +438,85 @@ std::string bundle_id(const std::string& config_json, const std::uint8_t* tensor
     return bundle_id(config_json, Json::parse(config_json), tensors, tensors_size);
 }
 
+namespace {
+
+/// Norms and the packed similarity operand of M.m (at load, and again after set_memory).
+void pack_memory(Memory& M) {
+    std::vector<float> mt(M.m.size());
+    M.inv_norm.resize(static_cast<std::size_t>(M.slots));
+    for (int i = 0; i < M.slots; ++i) {
+        double ss = 0.0;
+        for (int c = 0; c < M.dim; ++c) {
+            const float v = M.m[static_cast<std::size_t>(i) * M.dim + c];
+            mt[static_cast<std::size_t>(c) * M.slots + i] = v;
+            ss += static_cast<double>(v) * v;
+        }
+        M.inv_norm[static_cast<std::size_t>(i)] = static_cast<float>(1.0 / std::max(std::sqrt(ss), 1e-12));
+    }
+    if (M.cosine) {  // fold 1/|m_i| into the similarity operand: the GEMM then yields z . m_i/|m_i|
+        for (int c = 0; c < M.dim; ++c)
+            for (int i = 0; i < M.slots; ++i) mt[static_cast<std::size_t>(c) * M.slots + i] *= M.inv_norm[static_cast<std::size_t>(i)];
+    }
+    M.mt = pack_b(M.dim, M.slots, mt.data(), M.slots);
+}
+
+}  // namespace
+
+void Model::set_memory(const float* m, std::size_t n) {
+    if (!has_memory_) throw std::invalid_argument("this model has no memory module");
+    if (n != memory_.m.size()) {
+        throw std::invalid_argument("memory must have " + std::to_string(memory_.slots) + " x " +
+                                    std::to_string(memory_.dim) + " values, got " + std::to_string(n));
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+        if (!std::isfinite(m[i])) throw std::invalid_argument("memory contains NaN or Inf");
+    }
+    memory_.m.assign(m, m + n);
+    pack_memory(memory_);
+}
+
+void Model::set_precision(const std::string& precision) {
+    if (precision != "fp32" && precision != "bf16") {
+        throw std::invalid_argument("precision must be 'fp32' or 'bf16', got '" + printable(precision) + "'");
+    }
+    const bool want = precision == "bf16";
+    if (want && !bf16_supported()) {
+        throw std::invalid_argument("precision 'bf16' needs a CPU with AVX512_BF16 (this one has none); use 'fp32'");
+    }
+    bool any = false;
+    for (std::vector<Layer>* part : {&encoder_, &decoder_}) {
+        for (Layer& L : *part) {
+            if (L.op != Op::Conv1d && L.op != Op::ConvTranspose1d) continue;
+            any = true;
+            L.w16.clear();
+            if (!want) continue;
+            if (L.op == Op::Conv1d) {
+                L.w16 = pack_b_bf16(L.kernel * L.in_ch, L.out_ch, L.w.data());
+                continue;
+            }
+            for (Layer::Phase& ph : L.phases) {
+                ph.offset16 = L.w16.size();
+                const std::vector<std::uint16_t> p = pack_b_bf16(ph.taps * L.in_ch, L.out_ch, L.w.data() + ph.offset);
+                L.w16.insert(L.w16.end(), p.begin(), p.end());
+            }
+            if (L.w16.empty()) L.w16.push_back(0);  // every phase without taps: still the bf16 path
+        }
+    }
+    if (want && !any) {
+        throw std::invalid_argument("precision 'bf16' applies to convolutions, and this " + kind_ +
+                                    " model has none; use 'fp32'");
+    }
+    bf16_ = want;
+}
+
+const char* Model::reduction_name() const {
+    switch (reduction_) {
+        case Reduction::Max: return "max";
+        case Reduction::LastRows: return "last_rows";
+        default: return "mean";
+    }
+}
+
 Model Model::load_dir(const std::string& dir) {
     // Both files through one handle on the directory: a bundle replaced by a rename while it is
     // read gives both files of the old bundle or both of the new. The old directory may be
@@ -434,9 +554,9 @@ Model Model::load_bytes(const std::string& config_json, const std::uint8_t* tens
     const std::string fmt = cfg.at("format", "config.json").string("config.json format");
     if (fmt != "memae-ts-bundle") throw FormatError("config.json format is '" + printable(fmt) + "', expected 'memae-ts-bundle'");
     const std::int64_t version = cfg.at("format_version", "config.json").integer("config.json format_version", 1, INT32_MAX);
-    if (version > kFormatVersion) {
+    if (version > kMaxFormatVersion) {
         throw FormatError("bundle format_version " + std::to_string(version) +
-                          " is newer than this runtime supports (" + std::to_string(kFormatVersion) +
+                          " is newer than this runtime supports (" + std::to_string(kMaxFormatVersion) +
                           "): upgrade memae-ts to load it");
     }
     if (version < kFormatVersion) {
@@ -491,6 +611,36 @@ Model Model::load_bytes(const std::string& config_json, const std::uint8_t* tens
         m.inv_scale_.push_back(1.0 / s);  // in double: identical to dividing once rounded to float
     }
     m.threshold_ = req_number(cfg.at("threshold", "config.json"), "value", "threshold", kMinThreshold, kMaxThreshold);
+    // "scoring": how squared errors become the score (docs/bundle-format.md). Absent or `mean`
+    // in a format-2 bundle; any other reduction only in format 3, so that a runtime from before
+    // it existed refuses the bundle instead of scoring it silently as `mean`.
+    if (const Json* scoring = cfg.find("scoring"); scoring && !scoring->is_null()) {
+        const std::string& kind = scoring->at("reduction", "scoring").string("config.json scoring.reduction");
+        if (kind == "mean") {
+            m.reduction_ = Reduction::Mean;
+        } else if (kind == "max") {
+            m.reduction_ = Reduction::Max;
+        } else if (kind == "last_rows") {
+            m.reduction_ = Reduction::LastRows;
+        } else {
+            throw FormatError("config.json scoring.reduction must be 'mean', 'max' or 'last_rows', got '" +
+                              printable(kind) + "'");
+        }
+        if (m.reduction_ != Reduction::Mean && version < 3) {
+            throw FormatError("config.json scoring.reduction '" + kind + "' needs format_version 3, the bundle says " +
+                              std::to_string(version));
+        }
+        if (m.reduction_ == Reduction::LastRows) {
+            m.half_life_rows_ = req_number(*scoring, "half_life_rows", "scoring", 0.01, 1e6);
+            std::vector<double> w(static_cast<std::size_t>(m.window_));
+            double sum = 0.0;
+            for (int r = 0; r < m.window_; ++r) {
+                w[static_cast<std::size_t>(r)] = std::pow(0.5, (m.window_ - 1 - r) / m.half_life_rows_);
+                sum += w[static_cast<std::size_t>(r)];
+            }
+            for (double v : w) m.row_weights_.push_back(static_cast<float>(v / sum));
+        }
+    }
 
     const Builder tensors(tmap);
     const Json& net = cfg.at("network", "config.json");
@@ -538,22 +688,7 @@ Model Model::load_bytes(const std::string& config_json, const std::uint8_t* tens
         M.shrink = static_cast<float>(shrink);
         M.epsilon = static_cast<float>(req_number(mem, "epsilon", w, 0.0, 1.0));
         M.m = tensors.take(mem.at("weight", w), w + ".weight", {M.slots, M.dim});
-        std::vector<float> mt(M.m.size());
-        M.inv_norm.resize(static_cast<std::size_t>(M.slots));
-        for (int i = 0; i < M.slots; ++i) {
-            double ss = 0.0;
-            for (int c = 0; c < M.dim; ++c) {
-                const float v = M.m[static_cast<std::size_t>(i) * M.dim + c];
-                mt[static_cast<std::size_t>(c) * M.slots + i] = v;
-                ss += static_cast<double>(v) * v;
-            }
-            M.inv_norm[static_cast<std::size_t>(i)] = static_cast<float>(1.0 / std::max(std::sqrt(ss), 1e-12));
-        }
-        if (M.cosine) {  // fold 1/|m_i| into the similarity operand: the GEMM then yields z . m_i/|m_i|
-            for (int c = 0; c < M.dim; ++c)
-                for (int i = 0; i < M.slots; ++i) mt[static_cast<std::size_t>(c) * M.slots + i] *= M.inv_norm[static_cast<std::size_t>(i)];
-        }
-        M.mt = pack_b(M.dim, M.slots, mt.data(), M.slots);
+        pack_memory(M);
         model_bytes += (M.mt.size() + M.m.size() + M.inv_norm.size()) * sizeof(float);
         if (model_bytes > kMaxModelBytes) throw FormatError(w + ": the re-laid weights exceed the limit of " + mib(kMaxModelBytes));
         m.has_memory_ = true;
@@ -589,7 +724,7 @@ std::uint64_t Model::scratch_bytes(int chunk) const {
     std::uint64_t pad = 0;
     for (const auto* layers : {&encoder_, &decoder_}) {
         for (const Layer& L : *layers) {
-            if (L.op == Op::Conv1d) pad = std::max<std::uint64_t>(pad, static_cast<std::uint64_t>(L.in_len + 2 * L.padding) * L.in_ch);
+            pad = std::max<std::uint64_t>(pad, L.pad_floats);
         }
     }
     std::uint64_t sims = 0, val = 0;
@@ -670,8 +805,7 @@ struct Scratch {
     }
 };
 
-/// floor(a / b) for b > 0 (C++ division rounds toward zero).
-inline int floor_div(int a, int b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+bool is_activation(Op op) { return op == Op::Relu || op == Op::LeakyRelu || op == Op::Tanh; }
 
 void apply_activation(const Layer& L, const KernelTable& k, float* x, std::size_t n) {
     switch (L.op) {
@@ -682,13 +816,23 @@ void apply_activation(const Layer& L, const KernelTable& k, float* x, std::size_
     }
 }
 
-/// One layer for `nb` samples, channels-last (length, channels) per sample, from `in` to `out`.
-void apply_layer(const Layer& L, const KernelTable& k, int nb, const float* in, float* out, Scratch& s) {
+/// The GEMM epilogue (kernels.h, Act) that computes activation layer `a` (none when null).
+std::pair<int, float> epilogue_of(const Layer* a) {
+    if (!a) return {kActNone, 0.0f};
+    if (a->op == Op::Tanh) return {kActTanh, 0.0f};
+    return {kActLeaky, a->op == Op::Relu ? 0.0f : a->slope};
+}
+
+/// One layer for `nb` samples, channels-last (length, channels) per sample, from `in` to `out`;
+/// `act` (an activation layer, or null) runs in the GEMM epilogue.
+void apply_layer(const Layer& L, const KernelTable& k, int nb, const float* in, float* out, Scratch& s,
+                 const Layer* act) {
     const std::size_t in_sz = static_cast<std::size_t>(L.in_ch) * L.in_len;
     const std::size_t out_sz = static_cast<std::size_t>(L.out_ch) * L.out_len;
+    const auto [ep, slope] = epilogue_of(act);
     switch (L.op) {
         case Op::Linear:
-            k.gemm(nb, L.out_ch, L.in_ch, in, L.in_ch, L.w.data(), out, L.out_ch, L.b.data(), false);
+            k.gemm_act(nb, L.out_ch, L.in_ch, in, L.in_ch, L.w.data(), out, L.out_ch, L.b.data(), false, ep, slope);
             return;
         case Op::Conv1d:
             for (int n = 0; n < nb; ++n) {
@@ -702,27 +846,53 @@ void apply_layer(const Layer& L, const KernelTable& k, int nb, const float* in, 
                     std::fill(pad + off + in_sz, pad + 2 * off + in_sz, 0.0f);
                     x = pad;
                 }
-                k.gemm(L.out_len, L.out_ch, L.kernel * L.in_ch, x, L.stride * L.in_ch, L.w.data(),
-                       out + n * out_sz, L.out_ch, L.b.data(), false);
+                if (!L.w16.empty()) {  // bf16 precision: activation as a pass of its own
+                    gemm_bf16(L.out_len, L.out_ch, L.kernel * L.in_ch, x, L.stride * L.in_ch, L.w16.data(),
+                              out + n * out_sz, L.out_ch, L.b.data());
+                    if (act) apply_activation(*act, k, out + n * out_sz, out_sz);
+                    continue;
+                }
+                float* y = out + n * out_sz;
+                int done = 0;
+                if (!L.w2.empty() && k.lanes >= 2 * L.out_ch) {
+                    // Output rows 2u, 2u+1 as GEMM row u (Layer::w2): reads padded rows 2u ..
+                    // 2u + kernel, inside the input; an odd last row runs below as usual.
+                    const int pairs = L.out_len / 2;
+                    k.gemm_act(pairs, 2 * L.out_ch, (L.kernel + 1) * L.in_ch, x, 2 * L.in_ch, L.w2.data(), y,
+                               2 * L.out_ch, L.b2.data(), false, ep, slope);
+                    done = 2 * pairs;
+                }
+                if (done < L.out_len) {
+                    k.gemm_act(L.out_len - done, L.out_ch, L.kernel * L.in_ch, x + static_cast<std::size_t>(done) * L.stride * L.in_ch,
+                               L.stride * L.in_ch, L.w.data(), y + static_cast<std::size_t>(done) * L.out_ch, L.out_ch,
+                               L.b.data(), false, ep, slope);
+                }
             }
             return;
         case Op::ConvTranspose1d:
             for (int n = 0; n < nb; ++n) {
-                const float* x = in + n * in_sz;
+                // Zero-padded copy of the input (L.lead rows before, enough after for every
+                // phase), then one GEMM per stride phase into every stride-th output row.
+                float* pad = s.pad.data();
+                const std::size_t off = static_cast<std::size_t>(L.lead) * L.in_ch;
+                std::fill(pad, pad + off, 0.0f);
+                std::copy(in + n * in_sz, in + (n + 1) * in_sz, pad + off);
+                std::fill(pad + off + in_sz, pad + L.pad_floats, 0.0f);
                 float* y = out + n * out_sz;
-                for (int t = 0; t < L.out_len; ++t) std::copy(L.b.begin(), L.b.end(), y + static_cast<std::size_t>(t) * L.out_ch);
-                for (int tap = 0; tap < L.kernel; ++tap) {
-                    // Input rows t with 0 <= t*stride - padding + tap < out_len. Both bounds round
-                    // toward the inside: hi needs floor division, since out_len - 1 + shift is
-                    // negative when a tap lands past the end for every input row (then hi < lo).
-                    const int shift = L.padding - tap;
-                    const int lo = shift > 0 ? (shift + L.stride - 1) / L.stride : 0;
-                    const int hi = std::min(L.in_len - 1, floor_div(L.out_len - 1 + shift, L.stride));
-                    if (hi < lo) continue;
-                    const int pos = lo * L.stride - shift;
-                    k.gemm(hi - lo + 1, L.out_ch, L.in_ch, x + static_cast<std::size_t>(lo) * L.in_ch, L.in_ch,
-                           L.w.data() + tap * L.tap_size, y + static_cast<std::size_t>(pos) * L.out_ch,
-                           L.stride * L.out_ch, nullptr, true);
+                if (!L.w16.empty()) {  // bf16 precision: every output row is written, then activated
+                    for (const Layer::Phase& ph : L.phases) {
+                        gemm_bf16(ph.rows, L.out_ch, ph.taps * L.in_ch, pad + static_cast<std::size_t>(ph.start) * L.in_ch,
+                                  L.in_ch, L.w16.data() + ph.offset16, y + static_cast<std::size_t>(ph.first) * L.out_ch,
+                                  L.stride * L.out_ch, L.b.data());
+                    }
+                    if (act) apply_activation(*act, k, y, out_sz);
+                    continue;
+                }
+                for (const Layer::Phase& ph : L.phases) {
+                    // taps == 0 (kernel < stride): K = 0, the rows are bias and activation only.
+                    k.gemm_act(ph.rows, L.out_ch, ph.taps * L.in_ch, pad + static_cast<std::size_t>(ph.start) * L.in_ch,
+                               L.in_ch, L.w.data() + ph.offset, y + static_cast<std::size_t>(ph.first) * L.out_ch,
+                               L.stride * L.out_ch, L.b.data(), false, ep, slope);
                 }
             }
             return;
@@ -732,16 +902,18 @@ void apply_layer(const Layer& L, const KernelTable& k, int nb, const float* in, 
 }
 
 /// Runs `layers` on nb samples read from `in` (never written), alternating between buf0 and
-/// buf1; returns where the output is (`in` itself when no layer writes).
+/// buf1; returns where the output is (`in` itself when no layer writes). An activation right
+/// after a GEMM layer runs in that GEMM's epilogue: one pass over the output instead of two.
 const float* forward(const std::vector<Layer>& layers, const KernelTable& k, int nb, const float* in, float* buf0,
                      float* buf1, Scratch& s) {
     s.begin_pass();
     const float* cur = in;
     float* nxt = buf0;
     float* other = buf1;
-    for (const Layer& L : layers) {
+    for (std::size_t li = 0; li < layers.size(); ++li) {
+        const Layer& L = layers[li];
         const std::size_t n = static_cast<std::size_t>(nb) * L.out_ch * L.out_len;
-        if (L.op == Op::Relu || L.op == Op::LeakyRelu || L.op == Op::Tanh) {
+        if (is_activation(L.op)) {
             if (cur != in) {  // in place on our own buffer
                 apply_activation(L, k, const_cast<float*>(cur), n);
                 continue;
@@ -753,8 +925,10 @@ const float* forward(const std::vector<Layer>& layers, const KernelTable& k, int
             std::swap(nxt, other);
             continue;
         }
+        const Layer* act = li + 1 < layers.size() && is_activation(layers[li + 1].op) ? &layers[li + 1] : nullptr;
         float* dst = s.layer_out(nxt, n);
-        apply_layer(L, k, nb, cur, dst, s);
+        apply_layer(L, k, nb, cur, dst, s, act);
+        if (act) ++li;
         cur = dst;
         std::swap(nxt, other);
     }
@@ -785,6 +959,7 @@ void Model::run(const float* windows, int batch, const Outputs& out, int threads
         }
     }
     threads = std::max(1, std::min(threads, batch / chunk_));
+    if (out.stage_seconds) threads = 1;  // one set of stage clocks
     // Workers take chunks from a shared counter, so a thread that the OS delays simply takes
     // fewer chunks. Results do not depend on who computes which chunk: windows are independent.
     std::atomic<int> next{0};
@@ -825,7 +1000,7 @@ void Model::run_chunks(const float* windows, int batch, const Outputs& out, std:
     std::size_t pad = 0;
     for (const auto* layers : {&encoder_, &decoder_}) {
         for (const Layer& L : *layers) {
-            if (L.op == Op::Conv1d) pad = std::max(pad, static_cast<std::size_t>(L.in_len + 2 * L.padding) * L.in_ch);
+            pad = std::max(pad, L.pad_floats);
         }
     }
     const int chunk = std::min(chunk_, std::max(1, batch));
@@ -837,6 +1012,15 @@ void Model::run_chunks(const float* windows, int batch, const Outputs& out, std:
     }
     s.allocate(per * chunk, max_act_ * (per_window ? 1 : chunk), pad, latent * chunk, sims, slots + kSelectSlack);
     std::vector<float> acc(static_cast<std::size_t>(S));
+    std::vector<float> zq(out.novelty ? static_cast<std::size_t>(memory_.dim) : 0);  // z before the read
+    // Profiling only: lap(i) adds the time since the previous lap to stage i (kStageNames).
+    auto last = std::chrono::steady_clock::now();
+    auto lap = [&](int stage) {
+        if (!out.stage_seconds) return;
+        const auto now = std::chrono::steady_clock::now();
+        out.stage_seconds[stage] += std::chrono::duration<double>(now - last).count();
+        last = now;
+    };
 
     // Memory addressing of nq latent rows in place; `first` is the global index of row 0.
     auto address = [&](float* z, int nq, std::size_t first) {
@@ -845,6 +1029,7 @@ void Model::run_chunks(const float* windows, int batch, const Outputs& out, std:
             const int qb = std::min(kQueryBlock, nq - q0);
             k.gemm(qb, M.slots, M.dim, z + static_cast<std::size_t>(q0) * M.dim, M.dim, M.mt.data(), s.sims.data(),
                    M.slots, nullptr, false);
+            lap(2);
             for (int r = 0; r < qb; ++r) {
                 float* zr = z + static_cast<std::size_t>(q0 + r) * M.dim;
                 float* row = s.sims.data() + static_cast<std::size_t>(r) * M.slots;
@@ -853,34 +1038,45 @@ void Model::run_chunks(const float* windows, int batch, const Outputs& out, std:
                     const float norm = std::sqrt(k.dot(M.dim, zr, zr));
                     scale = 1.0f / (std::max(norm, 1e-12f) * M.temperature);
                 }
+                // Shrinkage keeps w > lambda only, so select those and work sparsely: the
+                // softmax pass keeps only candidates (a superset, tested against the running
+                // sum), and the exact test runs on those few once the sum is known.
+                const float thr = M.shrink > 0.0f ? M.shrink : -1.0f;
                 float sum;
+                int cnt;
                 if (M.cosine && M.temperature >= 1.0f / 40.0f) {
                     // Softmax is shift-invariant and a cosine logit is at most 1/T (memory row
                     // norms are folded into mt), so shift by 1/T instead of the row max: one pass
                     // fewer, and with T >= 1/40 every exponent stays above -2/T >= -80.
-                    sum = k.exp_sum(row, M.slots, scale, nullptr, 1.0f / M.temperature);
+                    cnt = k.exp_candidates(row, M.slots, scale, 1.0f / M.temperature, thr, s.idx.data(), s.val.data(),
+                                           &sum);
                 } else {
                     const float mx = k.scale_max(row, M.slots, scale, nullptr);
-                    sum = k.exp_sum(row, M.slots, 1.0f, nullptr, mx);
+                    cnt = k.exp_candidates(row, M.slots, 1.0f, mx, thr, s.idx.data(), s.val.data(), &sum);
                 }
-                // Shrinkage keeps w > lambda only, so select those first and work sparsely.
-                const float thr = M.shrink > 0.0f ? M.shrink : -1.0f;
-                const int cnt = k.select_gt(row, M.slots, 1.0f / sum, thr, s.idx.data(), s.val.data());
+                lap(3);
+                cnt = k.filter_gt(cnt, s.idx.data(), s.val.data(), 1.0f / sum, thr);
+                lap(4);
                 float* val = s.val.data();
-                if (M.shrink > 0.0f) {
-                    // Continuous hard shrinkage on the selected weights (all > lambda), in a
-                    // branch-free loop the compiler vectorises.
-                    const float lam = M.shrink, eps = M.epsilon;
-                    for (int i = 0; i < cnt; ++i) {
-                        const float w = val[i], d = w - lam;
-                        val[i] = d * w / (std::fabs(d) + eps);
-                    }
-                }
-                double total = 0.0;
-                for (int i = 0; i < cnt; ++i) total += val[i];
-                const float inv_total = static_cast<float>(1.0 / std::max(total, 1e-12));
-                for (int i = 0; i < cnt; ++i) val[i] *= inv_total;
+                // Continuous hard shrinkage on the selected weights (all > lambda), then L1
+                // renormalisation.
+                k.shrink_normalise(cnt, val, M.shrink, M.epsilon);
+                lap(5);
+                if (out.novelty) std::copy(zr, zr + M.dim, zq.data());
+                if (out.encoding) std::copy(zr, zr + M.dim, out.encoding + (first + static_cast<std::size_t>(q0 + r)) * M.dim);
                 k.gather_rows(cnt, s.idx.data(), val, M.m.data(), M.dim, zr);
+                lap(6);
+                if (out.novelty) {  // 1 - cos(z, read-out), in double like the numpy reference
+                    double zz = 0.0, rr = 0.0, zrd = 0.0;
+                    for (int c = 0; c < M.dim; ++c) {
+                        const double a = zq[static_cast<std::size_t>(c)], b = zr[c];
+                        zz += a * a;
+                        rr += b * b;
+                        zrd += a * b;
+                    }
+                    const double denom = std::max(std::sqrt(zz), 1e-12) * std::max(std::sqrt(rr), 1e-12);
+                    out.novelty[first + static_cast<std::size_t>(q0 + r)] = static_cast<float>(1.0 - zrd / denom);
+                }
                 if (out.attention) {
                     float* att = out.attention + (first + static_cast<std::size_t>(q0 + r)) * M.slots;
                     std::fill(att, att + M.slots, 0.0f);
@@ -890,25 +1086,35 @@ void Model::run_chunks(const float* windows, int batch, const Outputs& out, std:
         }
     };
 
-    // Reconstruction, contributions and score of window `g` (global index).
+    // Reconstruction, contributions and score of window `g` (global index), reduced as the
+    // bundle's "scoring" says: `mean` is the same arithmetic, bit for bit, as before it existed.
+    const bool weighted = reduction_ == Reduction::LastRows;
+    const bool worst = reduction_ == Reduction::Max;
     auto finish = [&](int g, const float* xs, const float* rec) {
         if (out.reconstruction) std::copy(rec, rec + per, out.reconstruction + per * g);
         if (!out.scores && !out.contributions) return;
         std::fill(acc.begin(), acc.end(), 0.0f);
-        k.sq_err_cols(xs, rec, Wn, S, acc.data());
+        if (weighted) {
+            k.wsq_err_cols(xs, rec, Wn, S, row_weights_.data(), acc.data());
+        } else {
+            k.sq_err_cols(xs, rec, Wn, S, acc.data());
+        }
         double total = 0.0;
+        float top = -std::numeric_limits<float>::infinity();
         for (int j = 0; j < S; ++j) {
-            const float c = acc[static_cast<std::size_t>(j)] / static_cast<float>(Wn);
+            const float c = weighted ? acc[static_cast<std::size_t>(j)] : acc[static_cast<std::size_t>(j)] / static_cast<float>(Wn);
             if (out.contributions) out.contributions[static_cast<std::size_t>(g) * S + j] = c;
             total += c;
+            top = std::max(top, c);
         }
-        if (out.scores) out.scores[g] = static_cast<float>(total / S);
+        if (out.scores) out.scores[g] = worst ? top : static_cast<float>(total / S);
     };
 
     for (;;) {
         const int b0 = next.fetch_add(chunk);
         if (b0 >= batch) break;
         const int nb = std::min(chunk, batch - b0);
+        lap(8);  // nothing is timed before the first chunk; between chunks this is the loop itself
         // Scaling in double, like the numpy reference: raw sensor values can carry large offsets.
         const float* raw = windows + per * b0;
         for (std::size_t r = 0; r < static_cast<std::size_t>(nb) * Wn; ++r) {
@@ -917,6 +1123,7 @@ void Model::run_chunks(const float* windows, int batch, const Outputs& out, std:
             for (int j = 0; j < S; ++j) dst[j] = static_cast<float>((static_cast<double>(src[j]) - center_[j]) * inv_scale_[j]);
         }
         float* z = s.z.data();
+        lap(0);
         if (per_window) {
             for (int n = 0; n < nb; ++n) {
                 const float* h = forward(encoder_, k, 1, s.xs.data() + per * n, s.a.data(), s.b.data(), s);
@@ -926,14 +1133,20 @@ void Model::run_chunks(const float* windows, int batch, const Outputs& out, std:
             const float* h = forward(encoder_, k, nb, s.xs.data(), s.a.data(), s.b.data(), s);
             std::copy(h, h + latent * nb, z);
         }
+        lap(1);
         if (has_memory_) address(z, nb * latent_len_, static_cast<std::size_t>(b0) * latent_len_);
         if (per_window) {
             for (int n = 0; n < nb; ++n) {
-                finish(b0 + n, s.xs.data() + per * n, forward(decoder_, k, 1, z + latent * n, s.a.data(), s.b.data(), s));
+                const float* rec = forward(decoder_, k, 1, z + latent * n, s.a.data(), s.b.data(), s);
+                lap(7);
+                finish(b0 + n, s.xs.data() + per * n, rec);
+                lap(8);
             }
         } else {
             const float* rec = forward(decoder_, k, nb, z, s.a.data(), s.b.data(), s);
+            lap(7);
             for (int n = 0; n < nb; ++n) finish(b0 + n, s.xs.data() + per * n, rec + per * n);
+            lap(8);
         }
     }
 }

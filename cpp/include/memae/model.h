@@ -18,6 +18,15 @@
 namespace memae {
 
 constexpr int kFormatVersion = 2;
+/// The newest format this runtime reads: 3 is a format-2 bundle whose "scoring" section asks
+/// for a reduction other than `mean` (an older runtime must refuse it, not score it as mean).
+constexpr int kMaxFormatVersion = 3;
+
+/// How a window's squared reconstruction errors become its score (config.json "scoring"):
+/// contributions are per-sensor errors averaged over the window's rows (`mean`, `max`) or
+/// weighted towards its newest rows (`last_rows`, weights halving every half_life_rows rows
+/// back, summing to 1); the score is their mean over sensors, or their max for `max`.
+enum class Reduction { Mean, Max, LastRows };
 
 /// Load-time limits (docs/bundle-format.md, "Limits"). Far above any sensor model, low enough
 /// that a crafted 1 KB bundle cannot make a gateway allocate more than kMaxScratchBytes per
@@ -63,8 +72,27 @@ struct Layer {
     int kernel = 1, stride = 1, padding = 0, output_padding = 0;
     float slope = 0.0f;
     std::vector<float> w;  // the GEMM's B operand, packed (pack_b); see model.cpp
-    std::size_t tap_size = 0;  // conv_transpose1d: one packed (in, out) matrix per kernel tap
     std::vector<float> b;
+    /// conv_transpose1d split by stride phase (model.cpp, build_layer): the output rows
+    /// first, first + stride, ... (`rows` of them) are one stride-1 GEMM over `taps` consecutive
+    /// rows of the zero-padded input, starting at padded row `start`, with B at w[offset].
+    struct Phase {
+        int first = 0, rows = 0, taps = 0, start = 0;
+        std::size_t offset = 0;
+        std::size_t offset16 = 0;  // into w16
+    };
+    /// bf16 precision only (Model::set_precision): B re-packed by pack_b_bf16 (for
+    /// conv_transpose1d, one block per phase at Phase::offset16). Empty in FP32.
+    std::vector<std::uint16_t> w16;
+    std::vector<Phase> phases;
+    /// conv1d with stride 1, kernel >= 2 and at most 8 output channels: output rows 2u and 2u+1
+    /// as one GEMM row u of 2 x out_ch columns (A row 2u of the padded input, K = (kernel + 1) x
+    /// in_ch; B packed from [B; 0] beside [0; B], bias twice), so a 16-lane vector holds 16 real
+    /// outputs instead of 8. Used when the kernel table's lanes >= 2 x out_ch (the trainer's last
+    /// decoder layer for 8 sensors on AVX-512); the C layout is the same. Empty otherwise.
+    std::vector<float> w2, b2;
+    int lead = 0;  // conv_transpose1d: zero rows before the input in its padded copy
+    std::size_t pad_floats = 0;  // floats of the zero-padded input copy (conv1d, conv_transpose1d)
 };
 
 struct Memory {
@@ -83,7 +111,17 @@ struct Outputs {
     float* contributions = nullptr;   // (B, S)
     float* reconstruction = nullptr;  // (B, W, S), scaled units
     float* attention = nullptr;       // (B, L, slots): addressing weights after shrink + renorm
+    float* novelty = nullptr;         // (B, L): 1 - cos(z, memory read-out) per latent position
+    float* encoding = nullptr;        // (B, L, dim): the encoding z before the memory read
+    /// Profiling (bench/runtime.py): seconds spent in each of kStageNames, added to
+    /// stage_seconds[0:kStages]. Forces one thread; costs a clock read per stage and query.
+    double* stage_seconds = nullptr;
 };
+
+/// The stages Outputs::stage_seconds times, in order.
+constexpr int kStages = 9;
+constexpr const char* kStageNames[kStages] = {"scale",  "encoder", "similarity", "softmax", "select",
+                                              "shrink", "read",    "decoder",    "score"};
 
 class Model {
 public:
@@ -101,12 +139,32 @@ public:
     int memory_slots() const { return memory_.slots; }
     bool has_memory() const { return has_memory_; }
     double threshold() const { return threshold_; }
+    Reduction reduction() const { return reduction_; }
+    /// "mean", "max" or "last_rows", as config.json spells it.
+    const char* reduction_name() const;
+    /// `last_rows` only: the half-life in rows (0 otherwise).
+    double half_life_rows() const { return half_life_rows_; }
+    /// The per-row weights of the contributions (window floats, summing to 1; empty for
+    /// `mean` and `max`, which divide the plain sum by the window as before).
+    const std::vector<float>& row_weights() const { return row_weights_; }
     const std::vector<std::string>& sensors() const { return sensors_; }
     const std::vector<double>& center() const { return center_; }
     const std::vector<double>& scale() const { return scale_; }
     const KernelTable& kernels() const { return *kernels_; }
     /// Use another kernel table (tests compare ISAs on one model).
     void set_kernels(const KernelTable& k) { kernels_ = &k; }
+    /// "fp32" (the default) or "bf16": the convolution GEMMs (conv1d, conv_transpose1d) in bf16
+    /// with FP32 accumulation (gemm_bf16); scaling, the memory addressing (similarity, softmax,
+    /// shrinkage, read), linear layers, activations and the score stay FP32. Throws
+    /// std::invalid_argument with one line when the CPU lacks AVX512_BF16, the model has no
+    /// convolution, or the name is unknown. Not thread safe with scoring (call after loading).
+    void set_precision(const std::string& precision);
+    const char* precision() const { return bf16_ ? "bf16" : "fp32"; }
+    /// Replace the memory matrix (slots x dim floats, finite), e.g. a drift-followed copy.
+    /// Not thread safe with scoring: the caller serialises it (memae_ts.following does).
+    void set_memory(const float* m, std::size_t n);
+    /// The memory matrix in use, (slots x dim) row-major.
+    const std::vector<float>& memory_matrix() const { return memory_.m; }
     /// Windows per pass through the network (at most 16; fewer when the scratch cap demands).
     int chunk() const { return chunk_; }
     /// Bytes of per-call scratch one thread needs at `chunk` windows per pass.
@@ -126,6 +184,10 @@ private:
     std::vector<std::string> sensors_;
     std::vector<double> center_, scale_, inv_scale_;  // double: sensor offsets can be large
     double threshold_ = 0.0;
+    Reduction reduction_ = Reduction::Mean;
+    bool bf16_ = false;
+    double half_life_rows_ = 0.0;
+    std::vector<float> row_weights_;
     std::vector<Layer> encoder_, decoder_;
     bool has_memory_ = false;
     Memory memory_;

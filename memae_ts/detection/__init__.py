@@ -1,0 +1,1 @@
+"""Detection: scores per row, thresholds, tail probabilities, alarms, operating modes, drift."""

@@ -1,0 +1,1 @@
+"""Evaluation: detection metrics, baselines and the diagnosis plot."""

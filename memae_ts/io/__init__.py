@@ -1,0 +1,1 @@
+"""Data input: reading historian exports, parsing times, sensor tables, resampling, windows."""

@@ -1,0 +1,1 @@
+"""Model and training: the PyTorch MemAE network, the training loop, scaling, streamed fits."""
