@@ -89,7 +89,9 @@ inline testing::GraphSpec decode_graph(Reader& r) {
     s.addressing = r.next(2) ? "dot" : "cosine";
     s.temperature = kTemperatures[r.next(5)];
     const double shrinks[] = {0.0, s.slots > 1 ? 1.0 / s.slots : 0.0, 0.02, 0.1, 0.3};
-    s.shrink = shrinks[r.next(5)];
+    const int shrink_index = r.next(10);  // 5..9: the same thresholds with epsilon = threshold
+    s.shrink = shrinks[shrink_index % 5];
+    if (shrink_index >= 5) s.epsilon = s.shrink;
     s.seed = static_cast<unsigned>(r.next(256));
     const bool conv = s.kind == "conv";
     auto layers = [&](int n) {
@@ -171,6 +173,7 @@ inline std::vector<std::vector<std::uint8_t>> graph_seeds() {
         s.encoder = {{"conv1d", 4, 5, 2, 2}, {"leaky_relu"}, {"conv1d", 3, 3, 1, 1}};
         s.decoder = {{"conv_transpose1d", 4, 5, 2, 2, window % 2 == 0 ? 1 : 0}, {"leaky_relu"}};
         seeds.push_back(encode_graph(s, 0, 1));
+        if (window == 2 || window == 8) seeds.push_back(encode_graph(s, 0, 6));  // epsilon = threshold
         s.memory = false;
         seeds.push_back(encode_graph(s, 0, 0));
         testing::GraphSpec m;  // mlp

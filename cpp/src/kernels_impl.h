@@ -269,9 +269,10 @@ static int filter_gt(int count, std::int32_t* idx, float* val, float inv_sum, fl
 
 // Continuous hard shrinkage and L1 renormalisation of the selected weights (kernels.h,
 // shrink_normalise): all of them are above lam (filter_gt kept only those), so w - lam > 0 and
-// the shrinkage (w - lam) w / (|w - lam| + eps) needs no abs. Vectors with a masked tail: the
-// zero lanes shrink to exactly 0 and add nothing. The sum is FP32 in W lanes (was a sequential
-// double sum: 16 dependent adds a row for a trained model's 16 survivors).
+// the shrinkage (w - lam) w / (|w - lam| + eps) needs no abs. A masked tail's zero lanes are
+// not selected weights: with eps == lam they compute 0/0, so the sum takes the tail back from
+// memory (zeros there) rather than from the register. The sum is FP32 in W lanes (was a
+// sequential double sum: 16 dependent adds a row for a trained model's 16 survivors).
 static void shrink_normalise(int count, float* val, float lam, float eps) {
     const V l = I::set1(lam), e = I::set1(eps);
     V acc = I::zero();
@@ -282,6 +283,7 @@ static void shrink_normalise(int count, float* val, float lam, float eps) {
             const V d = I::sub(w, l);
             w = I::div(I::mul(d, w), I::add(d, e));
             I::storen(val + i, w, c);
+            if (c < W) w = I::loadn(val + i, c);
         }
         acc = I::add(acc, w);
     }

@@ -36,6 +36,7 @@ struct GraphSpec {
     int slots = 5;
     std::string addressing = "cosine";
     double temperature = 0.1, shrink = 0.0;
+    double epsilon = 1e-12;  // of the shrinkage; the trainer's 1e-12, or e.g. = shrink (a 0/0 in masked lanes)
     unsigned seed = 1;
     float weight_range = 0.5f;
 };
@@ -225,7 +226,7 @@ inline std::optional<Graph> build(const GraphSpec& spec) {
         add_tensor("mem", {spec.slots, ch}, g.memory);
         memory = "{\"weight\": \"mem\", \"slots\": " + std::to_string(spec.slots) + ", \"dim\": " + std::to_string(ch) +
                  ", \"addressing\": \"" + spec.addressing + "\", \"temperature\": " + detail::num(spec.temperature) +
-                 ", \"shrink_threshold\": " + detail::num(spec.shrink) + ", \"epsilon\": 1e-12}";
+                 ", \"shrink_threshold\": " + detail::num(spec.shrink) + ", \"epsilon\": " + detail::num(spec.epsilon) + "}";
     }
     if (!walk(spec.decoder, g.decoder, "dec", true)) return std::nullopt;
     std::string sensors, center, scale;
@@ -296,7 +297,7 @@ inline Reference reference(const Graph& g, const float* x) {
                 if (s.shrink > 0) {
                     const double d = v - s.shrink;
                     r.shrink_margin = std::min(r.shrink_margin, std::fabs(d));
-                    v = std::max(d, 0.0) * v / (std::fabs(d) + 1e-12);
+                    v = std::max(d, 0.0) * v / (std::fabs(d) + s.epsilon);
                 }
                 total += v;
             }

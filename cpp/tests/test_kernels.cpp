@@ -281,27 +281,32 @@ TEST_P(Kernels, FilterGtCompactsInPlaceInOrder) {
 }
 
 // The shrinkage and renormalisation after the selection, against a double reference, at every
-// length (masked tails) and without shrinkage (lam 0: renormalisation only).
+// length (masked tails) and without shrinkage (lam 0: renormalisation only). eps == lam is a
+// bundle the loader accepts: a masked-off lane (w = 0) then has w - lam + eps = 0, and a 0/0
+// there must not reach the sum (it did, and every weight came out ~1e11).
 TEST_P(Kernels, ShrinkNormaliseIsTheContinuousHardShrinkageThenL1) {
     std::mt19937 rng(14);
     for (int n : kLengths) {
-        for (float lam : {0.001f, 0.05f, 0.0f}) {
-            auto v = random_vec(n, rng, lam + 1e-6f, lam + 0.5f);
-            if (n > 3) v[2] = lam * (1.0f + 1e-6f);  // just above lambda: shrinks to ~eps-sized
-            std::vector<double> want(n);
-            double total = 0.0;
-            for (int i = 0; i < n; ++i) {
-                const double w = v[i], d = w - lam;
-                want[i] = lam > 0.0f ? d * w / (std::fabs(d) + 1e-12) : w;
-                total += want[i];
-            }
-            auto got = v;
-            got.push_back(-7.0f);
-            k->shrink_normalise(n, got.data(), lam, 1e-12f);
-            EXPECT_EQ(got[n], -7.0f) << "wrote past count";
-            for (int i = 0; i < n; ++i) {
-                const double w = want[i] / total;
-                ASSERT_NEAR(got[i], w, 2e-6 * w + kSumTol * (n + 1) * w + 1e-12) << n << " lam " << lam << " " << i;
+        for (float lam : {0.001f, 0.05f, 0.5f, 0.0f}) {
+            for (float eps : {1e-12f, lam}) {
+                auto v = random_vec(n, rng, lam + 1e-6f, lam + 0.5f);
+                if (n > 3) v[2] = lam * (1.0f + 1e-6f);  // just above lambda: shrinks to ~eps-sized
+                std::vector<double> want(n);
+                double total = 0.0;
+                for (int i = 0; i < n; ++i) {
+                    const double w = v[i], d = w - lam;
+                    want[i] = lam > 0.0f ? d * w / (std::fabs(d) + eps) : w;
+                    total += want[i];
+                }
+                auto got = v;
+                got.push_back(-7.0f);
+                k->shrink_normalise(n, got.data(), lam, eps);
+                EXPECT_EQ(got[n], -7.0f) << "wrote past count";
+                for (int i = 0; i < n; ++i) {
+                    const double w = want[i] / std::max(total, 1e-12);
+                    ASSERT_NEAR(got[i], w, 2e-6 * w + kSumTol * (n + 1) * w + 1e-12)
+                        << n << " lam " << lam << " eps " << eps << " " << i;
+                }
             }
         }
     }
