@@ -239,7 +239,7 @@ class WindowBuffers:
             # rows between such rows go in as runs, like clean rows (resampled models).
             ends, windows, starts = self._clean(state, rows, offsets[accepted], restart[accepted], missing)
         elif state.in_dropout or missing.any():
-            ends, windows, starts = self._row_by_row(state, rows, offsets[accepted], restart[accepted])
+            ends, windows, starts = self._filled(state, rows, offsets[accepted], restart[accepted], missing)
         else:
             ends, windows, starts = self._clean(state, rows, offsets[accepted], restart[accepted])
         return Extended(accepted[ends], windows, rejected, starts=starts)
@@ -303,6 +303,38 @@ class WindowBuffers:
             starts.append(_starts(len(made), state.first_is_start))
         state.last_values = rows[-1].copy()
         state.value_offsets[:] = offsets[-1]
+        return self._join(ends, windows, starts)
+
+    def _filled(
+        self,
+        state: _AssetState,
+        rows: np.ndarray,
+        offsets: np.ndarray,
+        restart: np.ndarray,
+        missing: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows of which some miss values, when missing values are filled. Why not all row by
+        row: one missing value in a poll of hundreds of rows made every row of it pay the
+        row-by-row path (~25 us a row). Only the rows that need the forward-fill rules take it,
+        each missing row and the first complete row after it (which ends the dropout); the runs
+        of complete rows between them go in as arrays, as :meth:`_clean` does with no missing
+        value at all. Same windows, stretch starts, state and rebuild point as all row by row."""
+        slow = missing.copy()
+        slow[1:] |= missing[:-1]
+        slow[0] |= state.in_dropout
+        bounds = [0, *(np.flatnonzero(np.diff(slow)) + 1).tolist(), len(rows)]
+        ends: list[np.ndarray] = []
+        windows: list[np.ndarray] = []
+        starts: list[np.ndarray] = []
+        for start, stop in itertools.pairwise(bounds):
+            step = self._row_by_row if slow[start] else self._clean
+            part_ends, part_windows, part_starts = step(
+                state, rows[start:stop], offsets[start:stop], restart[start:stop]
+            )
+            if len(part_ends):
+                ends.append(part_ends + start)
+                windows.append(part_windows)
+                starts.append(part_starts)
         return self._join(ends, windows, starts)
 
     def _row_by_row(

@@ -256,3 +256,50 @@ def test_replaying_from_any_rebuild_point_makes_the_uninterrupted_windows(seed):
         assert sorted(got) == sorted(want), restart
         for i, w in want.items():
             np.testing.assert_array_equal(got[i], w)
+
+
+def test_only_rows_that_need_filling_take_the_row_by_row_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A poll of hundreds of rows with a few missing values: only each missing row and the
+    complete row after it go row by row (they were all row by row, ~25 us each), and the
+    windows, their stretch starts and the rebuild points are those of one row at a time."""
+    rng = np.random.default_rng(5)
+    n, window = 2000, 6
+    ts = np.cumsum(np.where(rng.random(n) < 0.01, 900.0, 60.0))
+    values = rng.normal(size=(n, 3))
+    holes = rng.choice(n, 12, replace=False)
+    for start in holes:  # 1-4 rows: some filled (max_fill_rows=2), some break the series
+        values[start : start + rng.integers(1, 5), rng.integers(0, 3)] = np.nan
+    kwargs = dict(max_gap_seconds=300.0, max_fill_rows=2)
+    one, many = WindowBuffers(window, 3, **kwargs), WindowBuffers(window, 3, **kwargs)
+
+    expected: dict[int, tuple[np.ndarray, bool]] = {}
+    rebuild_after = [one.rebuild_offsets()]
+    for i in range(n):
+        made = one.extend("a", 0, ts[i : i + 1], values[i : i + 1], np.array([i]))
+        for w, first in zip(made.windows, made.starts, strict=True):
+            expected[i] = (w.copy(), bool(first))
+        rebuild_after.append(one.rebuild_offsets())
+
+    slow_rows = []
+    row_by_row = WindowBuffers._row_by_row
+
+    def counted(self, state, rows, offsets, restart):  # type: ignore[no-untyped-def]
+        slow_rows.append(len(rows))
+        return row_by_row(self, state, rows, offsets, restart)
+
+    monkeypatch.setattr(WindowBuffers, "_row_by_row", counted)
+    got: dict[int, tuple[np.ndarray, bool]] = {}
+    for start in range(0, n, 500):
+        stop = start + 500
+        made = many.extend("a", 0, ts[start:stop], values[start:stop], np.arange(start, stop))
+        for end, w, first in zip(made.ends, made.windows, made.starts, strict=True):
+            got[start + int(end)] = (w, bool(first))
+        assert many.rebuild_offsets() == rebuild_after[stop]
+
+    missing_rows = int(np.isnan(values).any(axis=1).sum())
+    assert 0 < sum(slow_rows) <= 2 * missing_rows + 4, (sum(slow_rows), missing_rows)
+    assert sorted(got) == sorted(expected)
+    assert sum(first for _, first in expected.values()) > 5  # series broken by gaps and dropouts
+    for i, (w, first) in expected.items():
+        np.testing.assert_array_equal(got[i][0], w)
+        assert got[i][1] == first, i
