@@ -75,11 +75,12 @@ if [ "$FUZZ_SECONDS" != "0" ]; then
     fi
     dir=build/ctest-libfuzzer
     mkdir -p "$dir"
-    for target in fuzz_loader fuzz_graph fuzz_records; do
+    for target in fuzz_loader fuzz_graph fuzz_records fuzz_readings; do
         echo "== libFuzzer: $target for $FUZZ_SECONDS s (ASan + UBSan)"
         clang++ -std=c++17 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
             -Icpp/include -Icpp/tests "cpp/fuzz/$target.cpp" cpp/src/json.cpp cpp/src/sha256.cpp \
             cpp/src/model.cpp cpp/src/dispatch.cpp cpp/src/kernels_scalar.cpp cpp/src/score_records.cpp \
+            cpp/src/reading_parser.cpp \
             -DMEMAE_SCALAR_ONLY \
             -o "$dir/$target"
         corpus="build/fuzz-corpus/$target"

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "memae/model.h"
+#include "memae/reading_parser.h"
 #include "memae/score_records.h"
 
 namespace py = pybind11;
@@ -266,6 +267,31 @@ py::list encode_score_records(const py::list& assets, const I64& micros, const F
     return out;
 }
 
+// ---- readings (connectors/messages.py: ReadingParser.parse_batch) -------------------------------
+
+/// (ts, values) of a batch in which every message is clean (memae/reading_parser.h), else None.
+py::object parse_readings(const py::handle& values, const py::list& assets, const py::list& sensors) {
+    if (!PyList_Check(values.ptr())) return py::none();
+    const py::ssize_t n = PyList_GET_SIZE(values.ptr());
+    if (static_cast<py::ssize_t>(assets.size()) != n) throw std::invalid_argument("assets has another length than values");
+    const auto asset_text = texts(assets, "assets");
+    const auto sensor_text = texts(sensors, "sensors");
+    const memae::ReadingParser parser(sensor_text);
+    const py::ssize_t k = static_cast<py::ssize_t>(parser.n_sensors());
+    if (n == 0 || k == 0) return py::none();
+    F64 ts(std::vector<py::ssize_t>{n});
+    F64 matrix(std::vector<py::ssize_t>{n, k});
+    double* t = ts.mutable_data();
+    double* row = matrix.mutable_data();
+    for (py::ssize_t i = 0; i < n; ++i, row += k) {
+        PyObject* item = PyList_GET_ITEM(values.ptr(), i);
+        if (!PyBytes_Check(item)) return py::none();
+        const std::string_view message(PyBytes_AS_STRING(item), static_cast<std::size_t>(PyBytes_GET_SIZE(item)));
+        if (!parser.parse(message, asset_text[static_cast<std::size_t>(i)], t[i], row)) return py::none();
+    }
+    return py::make_tuple(ts, matrix);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_runtime, mod) {
@@ -344,6 +370,10 @@ PYBIND11_MODULE(_runtime, mod) {
             "Score records as bytes, one per row, byte for byte as connectors/messages.py's Python "
             "encoder writes them (assets and sensors: JSON text; constant: the model_version and model "
             "fields).");
+    mod.def("parse_readings", &parse_readings, py::arg("values"), py::arg("assets"), py::arg("sensors"),
+            "(ts float64 (n,), values float64 (n, sensors)) of a list of reading messages (bytes) whose "
+            "keys name `assets` (str), when every message is certainly clean (memae/reading_parser.h); "
+            "else None, and connectors/messages.py's Python parser decides.");
     mod.def("bf16_supported", &memae::bf16_supported, "Whether this CPU (and build) can run precision 'bf16'.");
     mod.def("available_isas", &isa_names,
             "Kernel tables this CPU can run, best last (e.g. ['scalar_4x2', 'avx2_6x16']).");
