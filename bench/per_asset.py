@@ -103,7 +103,7 @@ PROFILE_PARTS = [
     ("group by asset (_group)", [("processor.py", "_group")]),
     ("window a slice of assets (_prepare_lane, all below)", [("processor.py", "_prepare_lane")]),
     ("  buffers (WindowBuffers.extend)", [("buffers.py", "extend")]),
-    ("    of which forward-fill / dropout rows (_row_by_row)", [("buffers.py", "_row_by_row")]),
+    ("    of which forward-fill / dropout rows (_filled)", [("buffers.py", "_filled")]),
     ("  drift metrics (_Lane.observe, observe_assets)", [("processor.py", "observe"),
                                                         ("processor.py", "observe_assets")]),
     ("  scoring hop (_hop_previous, hop_keep, carry_starts)",

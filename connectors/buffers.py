@@ -189,9 +189,8 @@ class WindowBuffers:
     ) -> Extended:
         """Add rows of one asset in arrival order (``values`` float64, NaN = missing).
 
-        Why one call per asset and batch: the common case (no missing values, time moving
-        forward) becomes a few array operations instead of Python work per row; rows with
-        missing values take the row-by-row path, which owns the forward-fill rules.
+        Why one call per asset and batch: the rules (time order, gaps, forward fill) become a
+        few array operations on all rows instead of Python work per row.
         """
         n = len(ts)
         if n == 0:
@@ -239,7 +238,7 @@ class WindowBuffers:
             # rows between such rows go in as runs, like clean rows (resampled models).
             ends, windows, starts = self._clean(state, rows, offsets[accepted], restart[accepted], missing)
         elif state.in_dropout or missing.any():
-            ends, windows, starts = self._filled(state, rows, offsets[accepted], restart[accepted], missing)
+            ends, windows, starts = self._filled(state, rows, offsets[accepted], restart[accepted])
         else:
             ends, windows, starts = self._clean(state, rows, offsets[accepted], restart[accepted])
         return Extended(accepted[ends], windows, rejected, starts=starts)
@@ -282,7 +281,8 @@ class WindowBuffers:
         missing: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Rows without missing values: only time gaps split them into series. With ``missing``
-        (only when nothing is filled), each row it marks is left out and ends the series."""
+        (a row with a value missing when nothing is filled, or one the fill rules cannot use),
+        each row it marks is left out and ends the series."""
         if missing is None:
             missing = np.zeros(len(rows), dtype=bool)
         cuts = restart | missing | np.concatenate([[False], missing[:-1]])
@@ -306,78 +306,43 @@ class WindowBuffers:
         return self._join(ends, windows, starts)
 
     def _filled(
-        self,
-        state: _AssetState,
-        rows: np.ndarray,
-        offsets: np.ndarray,
-        restart: np.ndarray,
-        missing: np.ndarray,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Rows of which some miss values, when missing values are filled. Why not all row by
-        row: one missing value in a poll of hundreds of rows made every row of it pay the
-        row-by-row path (~25 us a row). Only the rows that need the forward-fill rules take it,
-        each missing row and the first complete row after it (which ends the dropout); the runs
-        of complete rows between them go in as arrays, as :meth:`_clean` does with no missing
-        value at all. Same windows, stretch starts, state and rebuild point as all row by row."""
-        slow = missing.copy()
-        slow[1:] |= missing[:-1]
-        slow[0] |= state.in_dropout
-        bounds = [0, *(np.flatnonzero(np.diff(slow)) + 1).tolist(), len(rows)]
-        ends: list[np.ndarray] = []
-        windows: list[np.ndarray] = []
-        starts: list[np.ndarray] = []
-        for start, stop in itertools.pairwise(bounds):
-            step = self._row_by_row if slow[start] else self._clean
-            part_ends, part_windows, part_starts = step(
-                state, rows[start:stop], offsets[start:stop], restart[start:stop]
-            )
-            if len(part_ends):
-                ends.append(part_ends + start)
-                windows.append(part_windows)
-                starts.append(part_starts)
-        return self._join(ends, windows, starts)
-
-    def _row_by_row(
         self, state: _AssetState, rows: np.ndarray, offsets: np.ndarray, restart: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The forward-fill rules: a sensor missing for at most ``max_fill_rows`` consecutive
-        rows takes its last value; otherwise the series breaks there and restarts at the next
-        complete row."""
-        ends: list[np.ndarray] = []
-        windows: list[np.ndarray] = []
-        starts: list[np.ndarray] = []
-        for i, row in enumerate(rows):
-            if restart[i]:
-                state.reset()
-            missing = np.isnan(row)
-            offset = int(offsets[i])
-            depends_on = offsets[i : i + 1]
-            if not missing.any():
-                if state.in_dropout:
-                    state.nan_run[:] = 0
-                    state.in_dropout = False
-                state.value_offsets[:] = offset
-            else:
-                state.in_dropout = True
-                state.nan_run = np.where(missing, state.nan_run + 1, 0)
-                known = ~np.isnan(state.last_values)
-                fillable = missing & (state.nan_run <= self.max_fill_rows) & known
-                if not np.array_equal(fillable, missing):
-                    state.reset()
-                    state.last_values = np.where(missing, state.last_values, row)
-                    state.value_offsets[~missing] = offset
-                    continue
-                row = np.where(missing, state.last_values, row)
-                state.value_offsets[~missing] = offset
-                # The filled values come from earlier rows: this row depends on them too.
-                depends_on = np.array([min(offset, int(state.value_offsets[missing].min()))], dtype=np.int64)
-            state.last_values = row
-            made = state.extend(row.reshape(1, -1), depends_on)
-            if len(made):
-                ends.append(np.array([i]))
-                windows.append(made)
-                starts.append(_starts(1, state.first_is_start))
-        return self._join(ends, windows, starts)
+        """The forward-fill rules, for rows of which some miss values: a sensor missing for at
+        most ``max_fill_rows`` consecutive rows takes its last value; otherwise the series breaks
+        there (that row is left out) and restarts at the next row that can be used.
+
+        Why in arrays: row by row this cost ~25 us a row, and one missing value in a poll sent
+        every row of it that way. Every decision depends only on what each sensor last showed,
+        never on which rows were used, so it is computed for all rows at once: per sensor the
+        last row that observed it (``seen``), the length of its missing run, whether a value
+        exists to fill from. The usable rows then go in as :meth:`_clean` takes runs of
+        complete rows. tests/test_edge_buffers.py checks it against the rules applied one row
+        at a time."""
+        n, n_sensors = rows.shape
+        observed = ~np.isnan(rows)
+        index = np.arange(n)[:, None]
+        seen = np.where(observed, index, -1)
+        np.maximum.accumulate(seen, axis=0, out=seen)
+        never = seen < 0  # not observed in these rows up to here: the state's value, if any
+        # Consecutive rows each sensor has been missing (0 where observed), continuing the
+        # state's run (only ever non-zero inside a dropout).
+        nan_run = np.where(never, state.nan_run + index + 1, index - seen)
+        known = ~never | ~np.isnan(state.last_values)
+        usable = (observed | ((nan_run <= self.max_fill_rows) & known)).all(axis=1)
+        source = np.maximum(seen, 0)
+        columns = np.arange(n_sensors)
+        filled = np.where(never, state.last_values, rows[source, columns])
+        # A row depends on the rows its values came from: itself where observed, else the
+        # earlier rows its filled values were last seen in.
+        source_offsets = np.where(never, state.value_offsets, offsets[source])
+        depends_on = source_offsets.min(axis=1)
+        made = self._clean(state, filled, depends_on, restart, ~usable)
+        state.last_values = filled[-1].copy()
+        state.value_offsets = source_offsets[-1].copy()
+        state.nan_run = nan_run[-1].copy()
+        state.in_dropout = not observed[-1].all()
+        return made
 
     def _join(
         self, ends: list[np.ndarray], windows: list[np.ndarray], starts: list[np.ndarray]

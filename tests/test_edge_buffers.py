@@ -133,8 +133,8 @@ def test_assets_beyond_the_cap_are_rejected_not_buffered():
 
 
 def test_batches_make_the_same_windows_as_one_reading_at_a_time():
-    """Random batch sizes over gaps, dropouts and late readings: the vectorised path and the
-    row-by-row path agree on every window, every refusal and the rebuild point."""
+    """Random batch sizes over gaps, dropouts and late readings: batches and single readings
+    agree on every window, every refusal and the rebuild point."""
     rng = np.random.default_rng(11)
     n, window = 600, 5
     ts = np.cumsum(np.where(rng.random(n) < 0.03, 900.0, 60.0))
@@ -258,48 +258,83 @@ def test_replaying_from_any_rebuild_point_makes_the_uninterrupted_windows(seed):
             np.testing.assert_array_equal(got[i], w)
 
 
-def test_only_rows_that_need_filling_take_the_row_by_row_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A poll of hundreds of rows with a few missing values: only each missing row and the
-    complete row after it go row by row (they were all row by row, ~25 us each), and the
-    windows, their stretch starts and the rebuild points are those of one row at a time."""
-    rng = np.random.default_rng(5)
-    n, window = 2000, 6
-    ts = np.cumsum(np.where(rng.random(n) < 0.01, 900.0, 60.0))
-    values = rng.normal(size=(n, 3))
-    holes = rng.choice(n, 12, replace=False)
-    for start in holes:  # 1-4 rows: some filled (max_fill_rows=2), some break the series
-        values[start : start + rng.integers(1, 5), rng.integers(0, 3)] = np.nan
-    kwargs = dict(max_gap_seconds=300.0, max_fill_rows=2)
-    one, many = WindowBuffers(window, 3, **kwargs), WindowBuffers(window, 3, **kwargs)
 
-    expected: dict[int, tuple[np.ndarray, bool]] = {}
-    rebuild_after = [one.rebuild_offsets()]
-    for i in range(n):
-        made = one.extend("a", 0, ts[i : i + 1], values[i : i + 1], np.array([i]))
-        for w, first in zip(made.windows, made.starts, strict=True):
-            expected[i] = (w.copy(), bool(first))
-        rebuild_after.append(one.rebuild_offsets())
+class OneRowAtATime(WindowBuffers):
+    """The forward-fill rules as they read, one row after the other (the daemon's code until
+    the rules were computed in arrays): the reference for ``WindowBuffers._filled``."""
 
-    slow_rows = []
-    row_by_row = WindowBuffers._row_by_row
+    def _filled(self, state, rows, offsets, restart):  # type: ignore[no-untyped-def]
+        ends, windows, starts = [], [], []
+        for i, row in enumerate(rows):
+            if restart[i]:
+                state.reset()
+            missing = np.isnan(row)
+            offset = int(offsets[i])
+            depends_on = offsets[i : i + 1]
+            if not missing.any():
+                if state.in_dropout:
+                    state.nan_run[:] = 0
+                    state.in_dropout = False
+                state.value_offsets[:] = offset
+            else:
+                state.in_dropout = True
+                state.nan_run = np.where(missing, state.nan_run + 1, 0)
+                known = ~np.isnan(state.last_values)
+                fillable = missing & (state.nan_run <= self.max_fill_rows) & known
+                if not np.array_equal(fillable, missing):
+                    state.reset()
+                    state.last_values = np.where(missing, state.last_values, row)
+                    state.value_offsets[~missing] = offset
+                    continue
+                row = np.where(missing, state.last_values, row)
+                state.value_offsets[~missing] = offset
+                depends_on = np.array([min(offset, int(state.value_offsets[missing].min()))], dtype=np.int64)
+            state.last_values = row
+            made = state.extend(row.reshape(1, -1), depends_on)
+            if len(made):
+                ends.append(np.array([i]))
+                windows.append(made)
+                starts.append(np.array([state.first_is_start]))
+        return self._join(ends, windows, starts)
 
-    def counted(self, state, rows, offsets, restart):  # type: ignore[no-untyped-def]
-        slow_rows.append(len(rows))
-        return row_by_row(self, state, rows, offsets, restart)
 
-    monkeypatch.setattr(WindowBuffers, "_row_by_row", counted)
-    got: dict[int, tuple[np.ndarray, bool]] = {}
-    for start in range(0, n, 500):
-        stop = start + 500
-        made = many.extend("a", 0, ts[start:stop], values[start:stop], np.arange(start, stop))
-        for end, w, first in zip(made.ends, made.windows, made.starts, strict=True):
-            got[start + int(end)] = (w, bool(first))
-        assert many.rebuild_offsets() == rebuild_after[stop]
-
-    missing_rows = int(np.isnan(values).any(axis=1).sum())
-    assert 0 < sum(slow_rows) <= 2 * missing_rows + 4, (sum(slow_rows), missing_rows)
-    assert sorted(got) == sorted(expected)
-    assert sum(first for _, first in expected.values()) > 5  # series broken by gaps and dropouts
-    for i, (w, first) in expected.items():
-        np.testing.assert_array_equal(got[i][0], w)
-        assert got[i][1] == first, i
+@pytest.mark.parametrize(
+    ("seed", "share", "max_fill_rows"), [(1, 0.02, 3), (2, 0.1, 2), (3, 0.3, 1), (4, 0.05, 5)]
+)
+def test_forward_fill_in_arrays_follows_the_rules_one_row_at_a_time(
+    seed: int, share: float, max_fill_rows: int
+) -> None:
+    """Messy streams (scattered and long dropouts, a sensor that starts missing, time gaps,
+    late rows) in random poll sizes: the windows, their stretch starts, refusals,
+    rebuild points and the per-asset fill state are those of the rules applied row by row."""
+    rng = np.random.default_rng(seed)
+    n, window, n_sensors = 1500, 5, 4
+    ts = np.cumsum(np.where(rng.random(n) < 0.02, 900.0, 60.0))
+    ts[rng.random(n) < 0.01] -= 400.0  # beyond the tolerance: refused
+    values = rng.normal(size=(n, n_sensors))
+    values[rng.random((n, n_sensors)) < share] = np.nan
+    for start in rng.integers(0, n, 15):  # dropouts longer than the fill allows
+        values[start : start + rng.integers(1, 3 * max_fill_rows + 2), rng.integers(0, n_sensors)] = np.nan
+    values[:30, 2] = np.nan  # nothing to fill from yet
+    kwargs = dict(max_gap_seconds=300.0, max_fill_rows=max_fill_rows, backwards_tolerance_seconds=100.0)
+    arrays, reference = WindowBuffers(window, n_sensors, **kwargs), OneRowAtATime(window, n_sensors, **kwargs)
+    start = 0
+    windows_made = 0
+    while start < n:
+        stop = min(n, start + int(rng.integers(1, 60)))
+        offsets = np.arange(start, stop)
+        got = arrays.extend("a", 0, ts[start:stop], values[start:stop], offsets)
+        want = reference.extend("a", 0, ts[start:stop], values[start:stop], offsets)
+        np.testing.assert_array_equal(got.ends, want.ends)
+        np.testing.assert_array_equal(got.windows, want.windows)
+        np.testing.assert_array_equal(got.starts, want.starts)
+        assert [(i, e.reason) for i, e in got.rejected] == [(i, e.reason) for i, e in want.rejected]
+        assert arrays.rebuild_offsets() == reference.rebuild_offsets(), start
+        mine, theirs = arrays._assets["a"], reference._assets["a"]
+        np.testing.assert_array_equal(mine.last_values, theirs.last_values)
+        np.testing.assert_array_equal(mine.value_offsets, theirs.value_offsets)
+        np.testing.assert_array_equal(mine.nan_run, theirs.nan_run)
+        assert mine.in_dropout == theirs.in_dropout
+        windows_made += len(got.ends)
+        start = stop
+    assert windows_made > 200
