@@ -2,7 +2,9 @@
 #include "memae/reading_parser.h"
 
 #include <charconv>
+#include <cfloat>
 #include <cmath>
+#include <cstring>
 #include <cstdint>
 #include <limits>
 #include <system_error>
@@ -47,6 +49,17 @@ bool read_string(Cursor& c, std::string_view& out) {
     const char* p = c.p;
     const char* end = c.end;
     while (p < end) {
+        // Eight plain bytes at a time (none a quote, backslash, control or non-ASCII byte).
+        while (end - p >= 8) {
+            std::uint64_t x;
+            std::memcpy(&x, p, 8);
+            constexpr std::uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+            const std::uint64_t quote = x ^ (ones * '"'), slash = x ^ (ones * '\\');
+            const std::uint64_t special = ((quote - ones) & ~quote) | ((slash - ones) & ~slash) | ((x - ones * 0x20) & ~x) | x;
+            if (special & highs) break;
+            p += 8;
+        }
+        if (p == end) break;
         const unsigned char b = static_cast<unsigned char>(*p);
         if (b == '"') {
             out = std::string_view(start, static_cast<std::size_t>(p - start));
@@ -84,6 +97,10 @@ bool read_string(Cursor& c, std::string_view& out) {
 
 bool digit(char ch) { return ch >= '0' && ch <= '9'; }
 
+// Exact powers of ten as doubles (10^22 is the largest one).
+constexpr double kPow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                             1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
 /// A number in JSON's grammar at the cursor; `value` as the reference reads it.
 bool read_number(Cursor& c, double& value) {
     const char* start = c.p;
@@ -92,47 +109,72 @@ bool read_number(Cursor& c, double& value) {
     const bool negative = p < end && *p == '-';
     if (negative) ++p;
     if (p == end || !digit(*p)) return false;
-    const char* int_start = p;
+    // The digits as an integer (while it has at most 19) and the decimal exponent of its last.
+    std::uint64_t mantissa = 0;
+    int n_digits = 0;  // significant digits (leading zeros not counted)
+    bool nonzero = false;
+    auto take = [&](char ch) {
+        if (ch != '0' || nonzero) {
+            nonzero = true;
+            if (n_digits < 19) mantissa = mantissa * 10 + static_cast<std::uint64_t>(ch - '0');
+            ++n_digits;
+        }
+    };
     if (*p == '0') {
         ++p;
     } else {
-        while (p < end && digit(*p)) ++p;
+        while (p < end && digit(*p)) take(*p++);
     }
-    const char* int_end = p;
+    const int int_digits = n_digits;
     bool is_int = true;
-    bool nonzero = false;
-    for (const char* q = int_start; q < int_end; ++q) nonzero |= *q != '0';
+    int fraction_digits = 0;
     if (p < end && *p == '.') {
         ++p;
         if (p == end || !digit(*p)) return false;
         while (p < end && digit(*p)) {
-            nonzero |= *p != '0';
-            ++p;
+            take(*p++);
+            ++fraction_digits;
         }
         is_int = false;
     }
+    long exp10 = 0;
     if (p < end && (*p == 'e' || *p == 'E')) {
         ++p;
-        if (p < end && (*p == '+' || *p == '-')) ++p;
+        bool exp_negative = false;
+        if (p < end && (*p == '+' || *p == '-')) exp_negative = *p++ == '-';
         if (p == end || !digit(*p)) return false;
-        while (p < end && digit(*p)) ++p;
+        while (p < end && digit(*p)) {
+            if (exp10 < 100000) exp10 = exp10 * 10 + (*p - '0');
+            ++p;
+        }
+        if (exp_negative) exp10 = -exp10;
         is_int = false;
     }
     if (is_int) {
         // orjson gives a Python int; float(int) is exact up to 2^53 (and "-0" is +0.0).
-        if (int_end - int_start > 16) return false;
-        std::uint64_t v = 0;
-        for (const char* q = int_start; q < int_end; ++q) v = v * 10 + static_cast<std::uint64_t>(*q - '0');
-        if (v > kExactInt) return false;
-        value = static_cast<double>(v);
-        if (negative && v != 0) value = -value;
-    } else {
-        double v = 0.0;
-        const auto res = std::from_chars(start, p, v, std::chars_format::general);
-        if (res.ec != std::errc() || res.ptr != p || !std::isfinite(v)) return false;
-        if (v == 0.0 && nonzero) return false;  // underflow: leave it to the reference
-        value = v;
+        if (int_digits > 16 || mantissa > kExactInt) return false;
+        value = static_cast<double>(mantissa);
+        if (negative && mantissa != 0) value = -value;
+        c.p = p;
+        return true;
     }
+    double v = 0.0;
+    exp10 -= fraction_digits;
+#if FLT_EVAL_METHOD == 0
+    // Clinger's fast path: an integer and a power of ten both exact doubles, so one IEEE
+    // multiplication or division is the correctly rounded value (what any exact parser gives).
+    if (n_digits <= 19 && mantissa <= kExactInt && exp10 >= -22 && exp10 <= 22) {
+        const double m = static_cast<double>(mantissa);
+        v = exp10 < 0 ? m / kPow10[-exp10] : m * kPow10[exp10];
+        value = negative ? -v : v;
+        c.p = p;
+        return true;
+    }
+#endif
+    const auto res = std::from_chars(start, p, v, std::chars_format::general);
+    if (res.ec != std::errc() || res.ptr != p || !std::isfinite(v)) return false;
+    if (v == 0.0 && nonzero) return false;  // underflow: leave it to the reference
+    value = v;
     c.p = p;
     return true;
 }
