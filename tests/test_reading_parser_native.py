@@ -9,10 +9,13 @@ non-finite numbers, duplicate keys, nesting, wrong types, whitespace)."""
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -326,3 +329,39 @@ def test_native_refuses_what_it_is_not_sure_of():
     assert _bits(values) == _bits(np.array([[-0.0, 0.0]]))
     with pytest.raises(ValueError):
         _runtime.parse_readings([b"[1,2,3]"], [], s)
+
+
+FUZZ_SENSORS = ["Pressure", "Temp", "Flow °C", "x"]  # cpp/fuzz/fuzz_readings.cpp's kSensors
+
+
+def test_native_equals_the_reference_on_the_fuzz_corpus(tmp_path):
+    """Every message of the reading fuzz corpus (its seeds, plus what libFuzzer kept in
+    build/fuzz-corpus; scripts/run-ctest.sh): where native answers, the reference agrees."""
+    root = Path(__file__).resolve().parent.parent / "build"
+    seeder = root / "ctest-release" / "fuzz_readings"
+    corpus = root / "fuzz-corpus" / "fuzz_readings"
+    files: list[Path] = sorted(corpus.iterdir()) if corpus.is_dir() else []
+    if seeder.is_file():
+        subprocess.run(
+            [str(seeder), "--write-seeds", str(tmp_path)], check=True, capture_output=True, timeout=60
+        )
+        files += sorted(tmp_path.iterdir())
+    if not files:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{seeder} is missing: scripts/run-ctest.sh builds it (make ctest)")
+        pytest.skip(f"{seeder} is missing (make ctest builds it)")
+    taken = 0
+    for path in files:
+        data = path.read_bytes()
+        if not data or data[0] & 1:  # odd: the target's structured mode, not a message
+            continue
+        sensors = FUZZ_SENSORS[: 1 + (data[0] >> 1) % 4]
+        value = data[1:]
+        out = _runtime.parse_readings([value], ["pump-7"], sensors)
+        want = ReadingParser(sensors)._parse_each([b"pump-7"], [value])
+        if out is not None:
+            taken += 1
+            assert not want.invalid, (value, want.invalid)
+            assert _bits(out[0]) == _bits(want.ts) and _bits(out[1]) == _bits(want.values), value
+        _same(ReadingParser(sensors).parse_batch([b"pump-7"], [value]), want)
+    assert taken > 0

@@ -24,7 +24,7 @@
 
 namespace {
 
-const char* const kSensors[] = {"Pressure", "Temp", "Flow \xc2\xb0" "C", "x"};
+const char* const kSensors[] = {"Pressure", "Temp", ("Flow \xc2\xb0" "C"), "x"};
 constexpr std::int64_t kExact = std::int64_t{1} << 53;
 
 [[noreturn]] void fail(const char* what, const std::string& message) {
@@ -108,6 +108,31 @@ void raw(const memae::ReadingParser& parser, const std::string& message) {
     expect(parser, object(ts, a.row, true), a.ts, a.row);
 }
 
+/// Numbers as printf writes them with `digits` significant digits: parse_json_number agrees with
+/// glibc's strtod (correctly rounded) wherever it answers, and answers for every short decimal
+/// of a normal double (Clinger's fast path or from_chars) and every integer up to 2^53.
+void check_number(double x, int digits) {
+    if (!std::isfinite(x)) return;
+    char text[512];
+    for (const char* format : {"%.*e", "%.*g", "%.*f"}) {
+        const int n = std::snprintf(text, sizeof(text), format, digits, x);
+        if (n <= 0 || n >= static_cast<int>(sizeof(text))) continue;
+        const std::string_view t(text, static_cast<std::size_t>(n));
+        double got = 0.0;
+        const bool ok = memae::parse_json_number(t, got);
+        const bool integer = t.find_first_of(".eE") == std::string_view::npos;
+        double want = std::strtod(text, nullptr);
+        if (integer) want = want == 0.0 ? 0.0 : want;  // the integer -0 is +0.0 as Python reads it
+        const bool must = integer ? std::fabs(want) <= 9007199254740992.0
+                                  : std::isfinite(want) && (std::fabs(want) >= 2.2250738585072014e-308 || want == 0.0);
+        if (!ok) {
+            if (must) fail("a plain number is refused", std::string(t));
+            continue;
+        }
+        if (!same_bits(got, want)) fail("number differs from strtod", std::string(t));
+    }
+}
+
 void structured(const memae::ReadingParser& parser, const std::uint8_t* data, std::size_t size) {
     if (size < 9) return;
     const unsigned form = data[0];
@@ -119,6 +144,7 @@ void structured(const memae::ReadingParser& parser, const std::uint8_t* data, st
     for (std::size_t j = 0; j < row.size(); ++j) {
         if (9 + 8 * (j + 1) <= size) std::memcpy(&row[j], data + 9 + 8 * j, 8);
         infinite |= std::isinf(row[j]);
+        check_number(row[j], (form >> 5) + 8 * static_cast<int>(j % 3));
     }
     std::string ts;
     double want = static_cast<double>(micros) / 1e6;
@@ -183,7 +209,8 @@ std::vector<std::vector<std::uint8_t>> memae_fuzz_seeds() {
         std::vector<std::uint8_t> s(1, static_cast<std::uint8_t>(1 | (form % 4) << 1));
         s.push_back(static_cast<std::uint8_t>(form));
         const std::int64_t micros = 1796013000123456LL - static_cast<std::int64_t>(form) * 86400000000LL * 400;
-        const double values[] = {1.5, NAN, -2.5e-7, 123456789.0};
+        const double values[] = {form % 2 ? 1.7976931348623157e308 : 1.5, NAN, form % 3 ? -2.5e-7 : 2.2250738585072014e-308,
+                                 form % 4 ? 123456789.0 : 9007199254740993.0};
         s.resize(s.size() + 8);
         std::memcpy(s.data() + 2, &micros, 8);
         for (double v : values) {
