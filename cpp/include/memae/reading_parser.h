@@ -10,7 +10,8 @@
 //    whitespace only;
 //  - numbers in JSON's grammar; integers of at most 2^53 in magnitude (exactly a float64, as
 //    Python's int -> float), other numbers correctly rounded (Clinger's exact fast path, else
-//    std::from_chars), finite and not underflowing to zero; "-0" is the integer 0 (+0.0) as orjson reads it, "-0.0" is -0.0;
+//    std::from_chars), finite and not underflowing to zero; "-0" is the integer 0 (+0.0) as
+//    orjson reads it, "-0.0" is -0.0;
 //  - ts: epoch seconds within the years 1-9999, or ISO 8601 YYYY-MM-DD(T| )HH:MM:SS[.fff|.ffffff]
 //    with Z, z, +HH:MM, -HH:MM or no zone (UTC), within |microseconds| <= 2^53 of 1970 (years
 //    1685-2255), the value microseconds / 1e6 correctly rounded as Python's timestamp() gives.
