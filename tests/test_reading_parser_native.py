@@ -312,6 +312,37 @@ def test_native_path_is_taken_for_a_clean_batch(monkeypatch):
     assert got.values.shape == (200, 3) and not got.invalid
 
 
+def test_a_few_odd_messages_leave_only_themselves_to_the_python_parser(monkeypatch):
+    """A poll of 2,000 with dead letters, tombstones, refused keys and escaped strings here and
+    there: the native parser reads every other message, only the odd ones reach the Python
+    paths, and the result (readings in order, dead letters, reasons) is the reference's."""
+    rng = random.Random(9)
+    keys, values = _batch(rng, ASCII, 2000, 0.0)
+    odd = sorted(rng.sample(range(2000), 12))
+    for n, i in enumerate(odd):
+        if n % 4 == 0:
+            values[i] = b'{"ts": 1, "values": {'  # bad_json
+        elif n % 4 == 1:
+            values[i] = None  # a tombstone
+        elif n % 4 == 2:
+            keys[i] = b""  # bad_asset
+        else:  # well formed, but an escape native leaves to orjson
+            values[i] = json.dumps({"ts": 7.0, "values": dict.fromkeys(ASCII, 1.0), "note": "a\\b"}).encode()
+    want = ReadingParser(ASCII)._parse_each(keys, values)
+    seen: list[int] = []
+    python_paths = ReadingParser._parse_python
+
+    def counted(self, k, v):  # type: ignore[no-untyped-def]
+        seen.append(len(v))
+        return python_paths(self, k, v)
+
+    monkeypatch.setattr(ReadingParser, "_parse_python", counted)
+    got = ReadingParser(ASCII).parse_batch(keys, values)
+    _same(got, want)
+    assert seen == [12]
+    assert len(want.invalid) == 9 and len(got.index) == 1991
+
+
 def test_native_refuses_what_it_is_not_sure_of():
     s = ["a", "b"]
     refused = [

@@ -9,6 +9,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -270,7 +272,9 @@ py::list encode_score_records(const py::list& assets, const I64& micros, const F
 // ---- readings (connectors/messages.py: ReadingParser.parse_batch) -------------------------------
 
 /// (ts, values) of a batch in which every message is clean (memae/reading_parser.h), else None.
-py::object parse_readings(const py::handle& values, const py::list& assets, const py::list& sensors) {
+/// With `partial`, (ts, values, clean) whatever the messages: `clean` marks the rows read (the
+/// others, NaN, are for the Python parser), so one odd message does not send its batch there.
+py::object parse_readings(const py::handle& values, const py::list& assets, const py::list& sensors, bool partial) {
     if (!PyList_Check(values.ptr())) return py::none();
     const py::ssize_t n = PyList_GET_SIZE(values.ptr());
     if (static_cast<py::ssize_t>(assets.size()) != n) throw std::invalid_argument("assets has another length than values");
@@ -281,14 +285,21 @@ py::object parse_readings(const py::handle& values, const py::list& assets, cons
     if (n == 0 || k == 0) return py::none();
     F64 ts(std::vector<py::ssize_t>{n});
     F64 matrix(std::vector<py::ssize_t>{n, k});
+    py::array_t<bool> clean(std::vector<py::ssize_t>{n});
     double* t = ts.mutable_data();
     double* row = matrix.mutable_data();
+    bool* ok = clean.mutable_data();
     for (py::ssize_t i = 0; i < n; ++i, row += k) {
         PyObject* item = PyList_GET_ITEM(values.ptr(), i);
-        if (!PyBytes_Check(item)) return py::none();
-        const std::string_view message(PyBytes_AS_STRING(item), static_cast<std::size_t>(PyBytes_GET_SIZE(item)));
-        if (!parser.parse(message, asset_text[static_cast<std::size_t>(i)], t[i], row)) return py::none();
+        ok[i] = PyBytes_Check(item) &&
+                parser.parse(std::string_view(PyBytes_AS_STRING(item), static_cast<std::size_t>(PyBytes_GET_SIZE(item))),
+                             asset_text[static_cast<std::size_t>(i)], t[i], row);
+        if (ok[i]) continue;
+        if (!partial) return py::none();
+        t[i] = std::numeric_limits<double>::quiet_NaN();
+        std::fill(row, row + k, std::numeric_limits<double>::quiet_NaN());
     }
+    if (partial) return py::make_tuple(ts, matrix, clean);
     return py::make_tuple(ts, matrix);
 }
 
@@ -371,9 +382,12 @@ PYBIND11_MODULE(_runtime, mod) {
             "encoder writes them (assets and sensors: JSON text; constant: the model_version and model "
             "fields).");
     mod.def("parse_readings", &parse_readings, py::arg("values"), py::arg("assets"), py::arg("sensors"),
+            py::arg("partial") = false,
             "(ts float64 (n,), values float64 (n, sensors)) of a list of reading messages (bytes) whose "
             "keys name `assets` (str), when every message is certainly clean (memae/reading_parser.h); "
-            "else None, and connectors/messages.py's Python parser decides.");
+            "else None, and connectors/messages.py's Python parser decides. With partial=True, "
+            "(ts, values, clean bool (n,)) for any list: the rows `clean` marks are read, the others "
+            "are NaN and left to the Python parser.");
     mod.def("bf16_supported", &memae::bf16_supported, "Whether this CPU (and build) can run precision 'bf16'.");
     mod.def("available_isas", &isa_names,
             "Kernel tables this CPU can run, best last (e.g. ['scalar_4x2', 'avx2_6x16']).");
