@@ -4,6 +4,8 @@
 * SIGHUP: load the bundle at ``model.path`` again (e.g. after ``rsync`` of a new model) and
   serve it from the next batch; readings are not lost because the swap happens between
   batches in the processing thread. A bundle that fails to load keeps the old model.
+* SIGUSR1: write every thread's stack to stderr (the journal under systemd) and go on: what a
+  daemon that does not stop, or stops scoring, is waiting for.
 * A record the broker never acknowledged: exit 1 without committing (systemd restarts us and
   we resume from the last commit).
 
@@ -23,6 +25,7 @@ clients, pings the watchdog from the processing loop, and ``STOPPING=1`` on the 
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import signal
 import time
@@ -82,6 +85,8 @@ class EdgeDaemon:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_hup)
+        # In C, from any state of the interpreter (even with the main thread stuck in a lock).
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
 
     def _load_model(self, section: ModelSection | None = None) -> ServedModel:
         section = section or self.config.model

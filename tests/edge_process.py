@@ -173,18 +173,24 @@ class EdgeProcess:
         self.proc.send_signal(sig)
 
     def stop(self, timeout: float = 15.0) -> int:
-        """SIGTERM and wait; returns the exit code."""
+        """SIGTERM and wait; returns the exit code. A daemon that does not stop in ``timeout``
+        is asked for its threads' stacks (SIGUSR1) before it is killed, and the failure shows
+        them with the log's end: what it was waiting for."""
         if self.proc is None:
             return 0
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
-            code = self.proc.wait(timeout)
+            return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGUSR1)
+            time.sleep(2.0)
             self.proc.kill()
             self.proc.wait(5)
-            raise
-        return code
+            tail = "\n".join(self.logs().splitlines()[-80:])
+            raise AssertionError(
+                f"edge daemon did not stop in {timeout}s after SIGTERM; its threads and log:\n{tail}"
+            ) from None
 
     def kill(self) -> None:
         assert self.proc is not None

@@ -253,6 +253,14 @@ def test_tls_with_a_private_ca_and_a_password_from_a_credential_file(
     clients(broker, "plc", ca=ca, user="plc", password="plc").publish(readings(edge_data.csv)[:120])
     got = watcher.wait("out/scores/", len(offline))
     assert_matches_offline(records(got), offline)
+    # SIGUSR1: every thread's stack in the log, and the daemon goes on (docs/edge.md).
+    daemon.send(signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while "most recent call first" not in daemon.logs() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    dump = daemon.logs()
+    assert "Current thread" in dump and "edge/daemon.py" in dump and "paho" in dump, dump[-3000:]
+    assert daemon.get("/healthz")[0] == 200
     assert daemon.stop() == 0
 
     wrong = tmp_path / "wrong"
