@@ -56,6 +56,30 @@ _VALUE = operator.attrgetter("value")
 _TIMESTAMP = operator.attrgetter("timestamp")
 
 
+def _columns(records: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, list[bytes | None], list[bytes | None]]:
+    """Partitions, offsets, keys and values of a poll: the source's own ``columns`` when it has
+    them (the Kafka source reads them straight from librdkafka's messages), else read from
+    each record's attributes (MQTT, OPC UA, tests)."""
+    columns = getattr(records, "columns", None)
+    if columns is not None:
+        return columns  # type: ignore[no-any-return]
+    n = len(records)
+    return (
+        np.fromiter(map(_PARTITION, records), np.int64, n),
+        np.fromiter(map(_OFFSET, records), np.int64, n),
+        list(map(_KEY, records)),
+        list(map(_VALUE, records)),
+    )
+
+
+def _timestamps(records: Sequence[Any], positions: list[int]) -> np.ndarray:
+    """The produce times (ms) of the records at ``positions``."""
+    own = getattr(records, "timestamps", None)
+    if own is not None:
+        return own(positions)  # type: ignore[no-any-return]
+    return np.fromiter(map(_TIMESTAMP, map(records.__getitem__, positions)), np.int64, len(positions))
+
+
 def _group(assets: list[str]) -> dict[str, np.ndarray]:
     """Positions of each asset's readings, assets in order of first appearance, positions
     ascending (a stable sort of per-asset codes instead of a Python append per reading)."""
@@ -446,7 +470,7 @@ class StreamProcessor:
         self.metrics.scores_published.inc(len(produced))
         pending.produced_ms = []
 
-    def process(self, records: list[Any]) -> None:
+    def process(self, records: Sequence[Any]) -> None:
         """Parse, window and score one poll's records; dead-letter what cannot be used.
 
         Why slices on two threads: the engine releases the GIL, so while it scores one slice
@@ -491,7 +515,7 @@ class StreamProcessor:
             if collecting:
                 gc.enable()
 
-    def _prepare(self, records: list[Any], step: int) -> Iterator[_Scoring]:
+    def _prepare(self, records: Sequence[Any], step: int) -> Iterator[_Scoring]:
         """Route a poll to its models; parse each model's part; window it in slices of whole
         assets of about ``step`` readings, starting to score each slice as it is made (one
         engine call per slice); then dead-letter and count what cannot be used.
@@ -501,9 +525,7 @@ class StreamProcessor:
         (another model's reload) skips them: it holds those rows already.
         """
         n = len(records)
-        partitions = np.fromiter(map(_PARTITION, records), np.int64, n)
-        offsets = np.fromiter(map(_OFFSET, records), np.int64, n)
-        keys = list(map(_KEY, records))
+        partitions, offsets, keys, values = _columns(records)
         history = self.source.history_mask(partitions, offsets)
         rebuilt = int(history.sum())
         if rebuilt:
@@ -539,9 +561,9 @@ class StreamProcessor:
             if not len(pos):
                 continue
             if len(pos) == n:  # the whole poll, in order
-                parsed = lane.parser.parse_batch(keys, list(map(_VALUE, records)))
+                parsed = lane.parser.parse_batch(keys, values)
             else:
-                parsed = lane.parser.parse_batch([keys[i] for i in pos], [records[i].value for i in pos])
+                parsed = lane.parser.parse_batch([keys[i] for i in pos], [values[i] for i in pos])
             invalid.extend((int(pos[j]), exc) for j, exc in parsed.invalid)
             for assets in _slices(_group(parsed.assets), step):
                 scoring = self._prepare_lane(
@@ -561,7 +583,7 @@ class StreamProcessor:
     def _prepare_lane(
         self,
         lane: _Lane,
-        records: list[Any],
+        records: Sequence[Any],
         pos: np.ndarray,
         parsed: ParsedBatch,
         by_asset: list[tuple[str, np.ndarray]],
@@ -636,11 +658,7 @@ class StreamProcessor:
             result=self._engine_thread.submit(self._run_engine, model.engine, np.concatenate(windows)),
             assets=[parsed.assets[j] for j in order],
             ts=np.concatenate(ends_ts),
-            kafka_ms=np.fromiter(
-                map(_TIMESTAMP, map(records.__getitem__, pos[parsed.index[order]].tolist())),
-                np.int64,
-                len(order),
-            ),
+            kafka_ms=_timestamps(records, pos[parsed.index[order]].tolist()),
             starts=np.concatenate(starts),
             partitions=partitions[pos[parsed.index[order]]],
             offsets=offsets[pos[parsed.index[order]]],

@@ -29,7 +29,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -56,7 +56,7 @@ class Source(Protocol):
 
     assigned: set[int]
 
-    def poll(self, timeout_ms: int) -> list[Any]: ...
+    def poll(self, timeout_ms: int) -> Sequence[Any]: ...
     def history_mask(self, partitions: np.ndarray, offsets: np.ndarray) -> np.ndarray: ...
     def commit(self, next_offsets: dict[int, int], rebuild_from: dict[int, int]) -> bool: ...
     def rewind(self, partitions: set[int]) -> None: ...
