@@ -33,6 +33,19 @@ struct Cursor {
         }
         return false;
     }
+    /// `ch` with any whitespace around it.
+    bool punct(char ch) {
+        ws();
+        if (!eat(ch)) return false;
+        ws();
+        return true;
+    }
+    /// After an object member: 1 at the object's closing brace, 0 past a comma, -1 otherwise.
+    int after_member() {
+        ws();
+        if (eat('}')) return 1;
+        return punct(',') ? 0 : -1;
+    }
     bool word(std::string_view w) {
         if (static_cast<std::size_t>(end - p) < w.size() || std::string_view(p, w.size()) != w) return false;
         p += w.size();
@@ -312,9 +325,7 @@ bool ReadingParser::parse(std::string_view message, std::string_view asset, doub
         c.ws();
         if (!read_ts(c, ts)) return false;
         for (std::size_t j = 0; j < n; ++j) {
-            c.ws();
-            if (!c.eat(',')) return false;
-            c.ws();
+            if (!c.punct(',')) return false;
             if (!read_value(c, row[j])) return false;
         }
         c.ws();
@@ -326,9 +337,7 @@ bool ReadingParser::parse(std::string_view message, std::string_view asset, doub
         while (true) {
             std::string_view key;
             if (!read_string(c, key)) return false;
-            c.ws();
-            if (!c.eat(':')) return false;
-            c.ws();
+            if (!c.punct(':')) return false;
             if (key == "ts") {
                 if (seen_ts || !read_ts(c, ts)) return false;
                 seen_ts = true;
@@ -357,9 +366,7 @@ bool ReadingParser::parse(std::string_view message, std::string_view asset, doub
                     while (true) {
                         std::string_view name;
                         if (!read_string(c, name)) return false;
-                        c.ws();
-                        if (!c.eat(':')) return false;
-                        c.ws();
+                        if (!c.punct(':')) return false;
                         std::size_t j = n;
                         if (hint < n && sensors_[hint] == name) {
                             j = hint;
@@ -379,20 +386,18 @@ bool ReadingParser::parse(std::string_view message, std::string_view asset, doub
                         } else if (!skip_scalar(c)) {
                             return false;
                         }
-                        c.ws();
-                        if (c.eat('}')) break;
-                        if (!c.eat(',')) return false;
-                        c.ws();
+                        const int closed = c.after_member();
+                        if (closed < 0) return false;
+                        if (closed > 0) break;
                     }
                 }
                 if (count != n) return false;
             } else if (!skip_scalar(c)) {
                 return false;
             }
-            c.ws();
-            if (c.eat('}')) break;
-            if (!c.eat(',')) return false;
-            c.ws();
+            const int closed = c.after_member();
+            if (closed < 0) return false;
+            if (closed > 0) break;
         }
         if (!seen_ts || !seen_values) return false;
     } else {
