@@ -1,6 +1,6 @@
 """Type stub of the C++ extension memae_ts._runtime (tests/test_runtime_api.py keeps it in sync)."""
 
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -32,6 +32,14 @@ def encode_score_records(
     alarm: npt.NDArray[np.bool_] | None = None,
     tail: npt.NDArray[np.float64] | None = None,
 ) -> list[bytes]: ...
+@overload
+def parse_readings(
+    values: list[bytes | None], assets: list[str], sensors: list[str], partial: Literal[False] = False
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None: ...
+@overload
+def parse_readings(
+    values: list[bytes | None], assets: list[str], sensors: list[str], partial: Literal[True]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.bool_]] | None: ...
 
 class Model:
     @staticmethod

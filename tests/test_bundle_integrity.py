@@ -289,6 +289,21 @@ def test_absurd_numbers_are_refused_by_both_readers(
     assert __import__("re").search(cpp, cc), cc
 
 
+@pytest.mark.parametrize("kind", [None, "minmax", 3])
+def test_a_scaler_of_no_known_kind_is_refused_by_both_readers(kind: Any) -> None:
+    """A fuzzed bundle with 'kind' renamed in its scaler loaded in both readers, and the
+    numpy engine then failed with a KeyError instead of a one-line bundle error."""
+    config, weights = _small(1)
+    if kind is None:
+        del config["scaler"]["kind"]
+    else:
+        config["scaler"]["kind"] = kind
+    tensors = save(weights)
+    py, cc = _both(stamped(config, tensors), tensors)
+    assert py is not None and "scaler.kind" in py, py
+    assert cc is not None and "scaler" in cc and "kind" in cc, cc
+
+
 def _padding_tower(padding: int, stride: int) -> tuple[dict[str, Any], bytes]:
     """The shape of the crafted bundle: 63 weight-free paddings grow a 1-channel activation,
     a 1x1 conv widens it to 16 channels, one strided conv brings it back to the window. About

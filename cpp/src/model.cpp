@@ -593,6 +593,11 @@ Model Model::load_bytes(const std::string& config_json, const std::uint8_t* tens
     }
 
     const Json& scaler = cfg.at("scaler", "config.json");
+    // The runtime needs only center and scale, but refuses what the Python reader refuses.
+    const std::string& scaler_kind = scaler.at("kind", "scaler").string("scaler.kind");
+    if (scaler_kind != "standard" && scaler_kind != "robust") {
+        throw FormatError("scaler.kind must be 'standard' or 'robust', got '" + printable(scaler_kind) + "'");
+    }
     const auto& center = scaler.at("center", "scaler").items("scaler.center");
     const auto& scale = scaler.at("scale", "scaler").items("scaler.scale");
     if (center.size() != m.sensors_.size() || scale.size() != m.sensors_.size()) {

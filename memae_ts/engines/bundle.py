@@ -36,7 +36,7 @@ import numpy as np
 
 from memae_ts.detection.score_reduction import BUNDLE_REDUCTIONS, HALF_LIFE_RANGE, ScoreReduction
 from memae_ts.errors import BundleError
-from memae_ts.training.scaling import Scaler
+from memae_ts.training.scaling import SCALERS, Scaler
 
 FORMAT_NAME = "memae-ts-bundle"
 FORMAT_VERSION = 2
@@ -652,6 +652,8 @@ def validate_config(config: Any, where: str) -> None:
     if window * len(sensors) > Limits.INPUT:
         raise _fail(where, f"window x sensors is {window * len(sensors)}, over the limit of {Limits.INPUT}")
     scaler = _require(config, "scaler", dict, where)
+    if scaler.get("kind") not in SCALERS:
+        raise _fail(where, f"field 'scaler.kind' must be one of {', '.join(SCALERS)}")
     for key in ("center", "scale"):
         values = scaler.get(key)
         if not isinstance(values, list) or len(values) != len(sensors) or not all(map(_is_number, values)):
