@@ -338,3 +338,20 @@ def test_forward_fill_in_arrays_follows_the_rules_one_row_at_a_time(
         windows_made += len(got.ends)
         start = stop
     assert windows_made > 200
+
+
+def test_parse_fill_bench_runs_and_compares() -> None:
+    """Smoke version of bench/parse_fill.py (one round, HEAD as the baseline): every case is
+    measured against the baseline from git, and the two give the same readings and windows."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    if subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True).returncode:
+        pytest.skip("not a git checkout: no baseline revision to load")
+    cmd = [sys.executable, "bench/parse_fill.py", "--runs", "1", "--baseline", "HEAD"]
+    done = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    cases = [line for line in done.stdout.splitlines() if line.startswith(("parse,", "window,"))]
+    assert len(cases) == 7 and all(line.endswith("x") for line in cases), done.stdout
