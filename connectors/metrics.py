@@ -282,6 +282,15 @@ class EdgeMetrics:
             "Dead letters the dead-letter topic refused even without their value (dropped, logged).",
             registry=r,
         )
+        self.transactions_aborted = Counter(
+            "memae_ts_transactions_aborted",
+            "Exactly-once transactions aborted, their readings scored again: the commit refused "
+            "(a rebalance) or their records not acknowledged in time (a broker outage).",
+            ["reason"],
+            registry=r,
+        )
+        for reason in ("commit_refused", "commit_unanswered", "records_unacknowledged"):
+            self.transactions_aborted.labels(reason)  # exported at 0 from the start
         # Several models (docs/edge.md, "Several models") and drift (connectors/drift.py).
         self.model_up = Gauge(
             "memae_ts_model_up",

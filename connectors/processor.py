@@ -842,13 +842,13 @@ class StreamProcessor:
                 for p, off in lane.buffers.rebuild_offsets(lane.stale_after).items():
                     rebuild_from[p] = min(rebuild_from.get(p, off), off)
         committed = self.source.commit(pending.next_offsets, rebuild_from)
-        self.alarm_states.committed(
-            committed, pending.next_offsets, bool(getattr(self.source, "transactional", False))
-        )
+        transactional = bool(getattr(self.source, "transactional", False))
+        self.alarm_states.committed(committed, pending.next_offsets, transactional)
         self.metrics.set_rebuild_span(
             {p: off - min(off, rebuild_from.get(p, off)) for p, off in pending.next_offsets.items()}
         )
-        self.metrics.scores_published.inc(sum(len(p) for p in pending.produced_ms))
+        if committed or not transactional:  # an aborted transaction's scores were discarded
+            self.metrics.scores_published.inc(sum(len(p) for p in pending.produced_ms))
         self.metrics.readings_in_progress.set(0)
         self._lags_seen.update(pending.next_offsets)
         self.metrics.set_lag(self.source.lags(self._lags_seen))
@@ -857,7 +857,7 @@ class StreamProcessor:
         if committed:
             self.metrics.commits.inc()
             self.metrics.last_processed.set(now)
-        elif not getattr(self.source, "transactional", False):
+        elif not transactional:
             # Scores are out; commit these offsets with the next checkpoint if we still own
             # the partitions (a revocation in between drops them: the new owner re-reads).
             # (Exactly-once: the transaction was aborted with its scores, and the source has

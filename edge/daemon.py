@@ -122,7 +122,8 @@ class EdgeDaemon:
             txn_id = k.transactional_id or f"memae-ts:{k.group_id}:{k.group_instance_id or k.client_id}"
             sink: KafkaSink = TransactionalSink(
                 k.client_config(), k.output_topic, k.dead_letter_topic,
-                transactional_id=txn_id, transaction_timeout_ms=k.transaction_timeout_ms, **options,
+                transactional_id=txn_id, transaction_timeout_ms=k.transaction_timeout_ms,
+                on_abort=lambda reason: self.metrics.transactions_aborted.labels(reason).inc(), **options,
             )  # fmt: skip
         else:
             sink = KafkaSink(k.client_config(), k.output_topic, k.dead_letter_topic, **options)

@@ -6,6 +6,7 @@ once for a ``read_committed`` reader: 0 duplicates, 0 missing, 0 mismatched."""
 from __future__ import annotations
 
 import signal
+import threading
 import time
 
 import numpy as np
@@ -13,7 +14,7 @@ import pytest
 from edge_process import read_topic
 from kafka import KafkaConsumer, TopicPartition
 from test_edge_chaos import ASSETS, chaos_csv
-from test_edge_kafka import assert_matches_offline, join_replay, offline_scores
+from test_edge_kafka import assert_matches_offline, join_replay, metric, offline_scores
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(480)]
 
@@ -161,3 +162,85 @@ def test_chaos_exactly_once_zero_duplicates_zero_missing(
           f"{len(everything) - len(records)} aborted records hidden from read_committed")  # fmt: skip
     assert duplicates == 0, a.logs()[-3000:]
     assert a.proc is not None and a.proc.poll() is None, a.logs()[-3000:]
+
+
+def test_a_broker_outage_past_the_transaction_timeout_is_waited_out(
+    kafka_broker, kafka_names, edge_data, edge_daemons, replays
+):
+    """The broker gone for longer than ``transaction_timeout_ms`` (librdkafka caps the delivery
+    timeout there), with score records in flight: the daemon aborts the transaction, waits for
+    the broker and scores those readings again; it does not exit (the contract is exit 1 only
+    after ``flush_timeout_seconds``, as in at-least-once mode). CI saw the daemon exit here."""
+    offline = offline_scores(edge_data)
+    kafka_broker.create_topic(kafka_names.input, partitions=1)
+    config = {**EXACTLY_ONCE, "kafka": {**EXACTLY_ONCE["kafka"], "transactional_id": "eo-outage"}}
+    daemon = edge_daemons("edge-outage", batch_size=20, config=config).start()
+    producer = replays(kafka_broker.bootstrap, kafka_names.input, edge_data.csv, rate=60)
+    bootstrap, output = kafka_broker.bootstrap, kafka_names.output
+    deadline = time.monotonic() + 60
+    while len(read_topic(bootstrap, output, 60, timeout=2, committed_only=True)) < 60:
+        assert time.monotonic() < deadline, daemon.logs()[-3000:]
+    # Killed with score records in the open transaction (in the log, not committed).
+    open_ends = OpenTransaction(bootstrap, output)
+    try:
+        while open_ends.records_open() == 0:
+            assert time.monotonic() < deadline + 60, "never caught a transaction open"
+            time.sleep(0.002)
+        kafka_broker.kill()
+    finally:
+        open_ends.close()
+    time.sleep(EXACTLY_ONCE["kafka"]["transaction_timeout_ms"] / 1000 + 6)
+    kafka_broker.start()
+    join_replay(producer)
+    records = committed_records(bootstrap, output, len(offline), timeout=120)
+    assert daemon.proc is not None and daemon.proc.poll() is None, daemon.logs()[-3000:]
+    assert_matches_offline(records, offline)
+    assert len(records) == len(offline), daemon.logs()[-3000:]  # 0 duplicates
+    reasons = ("records_unacknowledged", "commit_refused", "commit_unanswered")
+    aborted = sum(metric(daemon, "memae_ts_transactions_aborted_total", reason=reason) for reason in reasons)
+    assert aborted >= 1, daemon.logs()[-3000:]
+    # Counted when committed: the aborted transaction's scores are not "published".
+    assert metric(daemon, "memae_ts_scores_published_total") == len(offline)
+
+
+def test_records_unacknowledged_past_the_transaction_timeout_abort_it_and_a_new_producer_goes_on(
+    kafka_broker, kafka_names
+):
+    """The sink alone, the path CI's daemon died on: score records produced, then the broker
+    gone for longer than the transaction timeout. The flush reports the timed-out records
+    without raising, the commit aborts (the broker fenced this producer for the timed-out
+    transaction, so a new one takes over) and says so; the next transaction commits, and a
+    ``read_committed`` reader sees only its records."""
+    from confluent_kafka import Consumer
+    from confluent_kafka import TopicPartition as Offset
+    from memae_ts.connectors.kafka_txn import TransactionalSink
+
+    kafka_broker.create_topic(kafka_names.input, partitions=1)
+    kafka_broker.create_topic(kafka_names.output, partitions=1)
+    client = {"bootstrap_servers": kafka_broker.bootstrap}
+    consumer = Consumer({"bootstrap.servers": kafka_broker.bootstrap, "group.id": kafka_names.group})
+    aborts: list[str] = []
+    sink = TransactionalSink(
+        client, kafka_names.output, kafka_names.dead_letter, transactional_id="eo-sink-outage",
+        transaction_timeout_ms=5_000, on_abort=aborts.append,
+    )  # fmt: skip
+    try:
+        metadata = consumer.consumer_group_metadata()
+        sink.publish_many([b"a"] * 3, [b"lost-1", b"lost-2", b"lost-3"])
+        kafka_broker.kill()
+        restart = threading.Timer(8.0, kafka_broker.start)  # past the 5 s timeout
+        restart.start()
+        try:
+            assert sink.flush(60) == 0  # timed out after 5 s: no exception, nothing acknowledged
+            assert not sink.commit_offsets([Offset(kafka_names.input, 0, 3)], metadata, 30)
+        finally:
+            restart.join()
+        assert aborts == ["records_unacknowledged"]
+        sink.publish_many([b"a"] * 2, [b"kept-1", b"kept-2"])
+        assert sink.flush(30) == 2
+        assert sink.commit_offsets([Offset(kafka_names.input, 0, 3)], metadata, 30)
+    finally:
+        sink.close(5)
+        consumer.close()
+    values = [r.value for r in read_topic(kafka_broker.bootstrap, kafka_names.output, 2, committed_only=True)]
+    assert values == [b"kept-1", b"kept-2"]
