@@ -251,6 +251,7 @@ class KafkaSource:
         max_rewind_messages: int = 100_000,
         session_timeout_ms: int = 10_000,
         commit_timeout_s: float = 15.0,
+        committed_timeout_s: float = 0.0,
         partition_assignment: str = "cooperative-sticky",
         group_instance_id: str = "",
         on_revoked: Callable[[set[int]], None] | None = None,
@@ -269,6 +270,11 @@ class KafkaSource:
         self.linger_s = max(0, linger_ms) / 1000
         self.max_rewind_messages = max_rewind_messages
         self.commit_timeout_s = commit_timeout_s
+        # How long the committed offsets are waited for at an assignment or a rewind (0: the
+        # commit timeout). After a broker outage they can take longer than a commit: exactly-once
+        # offsets still pending in a transaction the outage left open are unreadable until the
+        # broker aborts it (transaction_timeout_ms plus its cleanup interval, 10 s, once back).
+        self.committed_timeout_s = max(commit_timeout_s, committed_timeout_s)
         self.cooperative = partition_assignment == "cooperative-sticky"
         self.group_instance_id = group_instance_id
         self.replay_until: dict[int, int] = {}
@@ -364,8 +370,8 @@ class KafkaSource:
 
     def _committed(self, consumer: Consumer, tps: list[TopicPartition]) -> list[TopicPartition]:
         """Committed offsets with metadata; a coordinator that is moving is retried for up to
-        ``commit_timeout_s`` (then the error ends the daemon: status 1, systemd restarts it)."""
-        deadline = time.monotonic() + self.commit_timeout_s
+        ``committed_timeout_s`` (then the error ends the daemon: status 1, systemd restarts it)."""
+        deadline = time.monotonic() + self.committed_timeout_s
         while True:
             try:
                 return list(consumer.committed(tps, timeout=max(1.0, min(10.0, deadline - time.monotonic()))))

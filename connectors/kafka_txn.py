@@ -40,6 +40,7 @@ outage past the transaction timeout, and could block in a retry loop after it.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -56,27 +57,44 @@ log = logging.getLogger(__name__)
 _FENCED = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH})
 
 
-def _returned_within(call: Callable[[], object], seconds: float) -> bool:
-    """Run ``call`` on a daemon thread; True when it returned (its exception is raised here),
-    False when it is still running after ``seconds`` (it is left running). For librdkafka calls
-    whose own timeout is not kept (librdkafka issues #5456 and #5511)."""
-    outcome: list[BaseException | None] = []
+class _Caller:
+    """Runs calls on a daemon thread of its own and waits for each up to a deadline: for
+    librdkafka calls whose own timeout is not kept (librdkafka issues #5456 and #5511). A call
+    still running at its deadline is left to that thread, which ends once it returns; the next
+    call gets a new thread. One thread for all calls: starting one per call cost 130 µs."""
 
-    def run() -> None:
+    def __init__(self) -> None:
+        self._inbox: queue.SimpleQueue[Callable[[], object] | None] | None = None
+        self._outbox: queue.SimpleQueue[BaseException | None] = queue.SimpleQueue()
+
+    def returned_within(self, call: Callable[[], object], seconds: float) -> bool:
+        """True when ``call`` returned within ``seconds`` (its exception is raised here), False
+        when it is still running."""
+        if self._inbox is None:
+            self._inbox, self._outbox = queue.SimpleQueue(), queue.SimpleQueue()
+            args = (self._inbox, self._outbox)
+            threading.Thread(target=self._serve, args=args, name="librdkafka-call", daemon=True).start()
+        self._inbox.put(call)
         try:
-            call()
-            outcome.append(None)
-        except BaseException as exc:  # handed to the caller
-            outcome.append(exc)
+            failure = self._outbox.get(timeout=seconds)
+        except queue.Empty:
+            self._inbox.put(None)  # the stuck thread ends when (if) its call returns
+            self._inbox = None
+            return False
+        if failure is not None:
+            raise failure
+        return True
 
-    worker = threading.Thread(target=run, name="librdkafka-call", daemon=True)
-    worker.start()
-    worker.join(seconds)
-    if not outcome:
-        return False
-    if outcome[0] is not None:
-        raise outcome[0]
-    return True
+    @staticmethod
+    def _serve(
+        inbox: queue.SimpleQueue[Callable[[], object] | None], outbox: queue.SimpleQueue[BaseException | None]
+    ) -> None:
+        while (call := inbox.get()) is not None:
+            try:
+                call()
+                outbox.put(None)
+            except BaseException as exc:  # handed to the caller
+                outbox.put(exc)
 
 
 class TransactionalSink(KafkaSink):
@@ -106,6 +124,7 @@ class TransactionalSink(KafkaSink):
         # Records of the open transaction that failed (not acknowledged in time): the commit
         # that follows aborts it instead, waiting for the broker until this deadline.
         self._doomed: tuple[DeliveryFailed, float] | None = None
+        self._caller = _Caller()
         super().__init__(client_config, topic, dead_letter_topic, **kwargs)
         # Fences an earlier instance with this id and aborts what it left open.
         self.producer.init_transactions(30)
@@ -158,7 +177,7 @@ class TransactionalSink(KafkaSink):
                 remaining = max(1.0, deadline - time.monotonic())
                 if step == "send_offsets":
                     send = partial(self.producer.send_offsets_to_transaction, offsets, group_metadata)
-                    if not _returned_within(partial(send, remaining), remaining + 10):
+                    if not self._caller.returned_within(partial(send, remaining), remaining + 10):
                         log.warning(
                             "the producer did not return from send_offsets_to_transaction (librdkafka "
                             "#5456, #5511: it can wait for a group coordinator forever); a new producer "

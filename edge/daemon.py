@@ -161,6 +161,8 @@ class EdgeDaemon:
                 "fetch_wait_max_ms": k.fetch_wait_max_ms,
                 "fetch_min_bytes": k.fetch_min_bytes,
                 "on_stuck": lambda reason: self.metrics.rebalance_stuck.inc(),
+                # A broker outage is waited out for flush_timeout_seconds here too.
+                "committed_timeout_s": p.flush_timeout_seconds,
             }
             if p.delivery == "exactly-once":
                 from memae_ts.connectors.kafka_txn import TransactionalSource
