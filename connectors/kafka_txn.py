@@ -28,9 +28,10 @@ A broker outage is waited out, as in at-least-once mode, for ``flush_timeout_sec
 that needs more than a retry here. librdkafka caps a record's delivery timeout at the
 transaction timeout (10 s by default), so a longer outage fails the open transaction's records;
 and the broker, once back, aborts every transaction older than its timeout and bumps the
-producer's epoch, so this producer is fenced (a fatal error) although no other instance exists.
-A fence that a timed-out transaction explains (records of it were sent longer than
-``transaction_timeout_ms`` ago) is therefore survived: a new producer with the same
+producer's epoch, so this producer is fenced, or its abort finds the transaction already ended
+(fatal errors both) although no other instance exists. Such an error that a timed-out
+transaction explains (records of it were sent longer than ``transaction_timeout_ms`` ago) is
+therefore survived: a new producer with the same
 ``transactional.id`` takes over and the readings are scored again. Any other fatal error (fenced
 by a newer instance with the same id, a transaction with nothing sent) exits the daemon (1), as
 does an outage longer than ``flush_timeout_seconds``. Before this, the daemon exited 1 on any
@@ -53,8 +54,12 @@ from memae_ts.connectors.kafka_source import KafkaSource
 
 log = logging.getLogger(__name__)
 
-# How librdkafka reports a producer whose epoch the broker bumped (see _timed_out).
-_FENCED = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH})
+# How librdkafka reports (as fatal errors) a transaction the broker aborted for its timeout: the
+# producer's epoch was bumped (fenced), or the abort finds it already ended (INVALID_TXN_STATE).
+_ENDED_BY_BROKER = frozenset({
+    KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH,
+    KafkaError.INVALID_TXN_STATE,
+})  # fmt: skip
 
 
 class _Caller:
@@ -207,10 +212,10 @@ class TransactionalSink(KafkaSink):
         return True
 
     def _timed_out(self, error: KafkaError) -> bool:
-        """A fatal fence that this transaction outliving ``transaction.timeout.ms`` explains:
-        the broker aborted it and bumped the epoch (a broker outage), not another instance."""
-        fenced = error.code() in _FENCED
-        return fenced and self._sent_at is not None and time.monotonic() - self._sent_at > self._timeout_s
+        """A fatal error that this transaction outliving ``transaction.timeout.ms`` explains: the
+        broker aborted it and bumped the epoch (a broker outage), not another instance."""
+        ended = error.code() in _ENDED_BY_BROKER
+        return ended and self._sent_at is not None and time.monotonic() - self._sent_at > self._timeout_s
 
     def _recover(self, reason: str, deadline: float, *, hung: bool = False) -> None:
         """Abort the open transaction (the broker discards its records) and begin the next,

@@ -291,6 +291,16 @@ class KafkaBroker:
             self.proc.wait(30)
             self.proc = None
 
+    def freeze(self) -> None:
+        """SIGSTOP: the broker answers nothing, its connections stay open (a VM paused, a disk
+        stalled); ``thaw`` resumes it where it was, with no restart and no reload."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
     def create_topic(self, name: str, partitions: int = 1, configs: dict[str, str] | None = None) -> str:
         from kafka import KafkaAdminClient
         from kafka.admin import NewTopic
