@@ -194,11 +194,11 @@ def test_a_broker_outage_past_the_transaction_timeout_is_waited_out(
     daemon.send(signal.SIGSTOP)
     time.sleep(1.0)
     kafka_broker.freeze()
-    daemon.send(signal.SIGCONT)
     try:
+        daemon.send(signal.SIGCONT)
         time.sleep(EXACTLY_ONCE["kafka"]["transaction_timeout_ms"] / 1000 + 6)
     finally:
-        kafka_broker.thaw()
+        kafka_broker.thaw()  # the broker serves the later tests
     join_replay(producer)
     records = committed_records(bootstrap, output, len(offline), timeout=120)
     assert daemon.proc is not None and daemon.proc.poll() is None, daemon.logs()[-3000:]
