@@ -381,6 +381,21 @@ class KafkaSource:
                 log.warning("committed offsets not read yet; retrying", extra={"error": exc.args[0].str()})
                 time.sleep(0.2)
 
+    def _log_start(self, consumer: Consumer, partition: int) -> int:
+        """The partition's first offset, retried like :meth:`_committed` (right after a broker
+        outage the client may not know the partition's leader yet)."""
+        deadline = time.monotonic() + self.committed_timeout_s
+        while True:
+            try:
+                wait = max(1.0, min(10.0, deadline - time.monotonic()))
+                low, _ = consumer.get_watermark_offsets(TopicPartition(self.topic, partition), timeout=wait)
+                return int(low)
+            except KafkaException as exc:
+                if time.monotonic() >= deadline:
+                    raise
+                log.warning("log start not read yet; retrying", extra={"error": exc.args[0].str()})
+                time.sleep(0.2)
+
     def _start_offsets(self, consumer: Consumer, parts: set[int]) -> list[TopicPartition]:
         """Where to start reading each partition: its committed rebuild point (module
         docstring), bounded by ``max_rewind_messages`` and the log start."""
@@ -389,13 +404,15 @@ class KafkaSource:
             return []
         out = []
         for tp in self._committed(consumer, tps):
+            if tp.partition not in self.assigned:
+                # Revoked or lost while the offsets were read (librdkafka serves the rebalance
+                # inside committed()): its next assignment rebuilds it.
+                continue
             if tp.offset is None or tp.offset < 0:  # nothing committed: auto_offset_reset
                 self.replay_until.pop(tp.partition, None)
                 out.append(TopicPartition(self.topic, tp.partition, OFFSET_INVALID))
                 continue
-            low, _ = consumer.get_watermark_offsets(
-                TopicPartition(self.topic, tp.partition), timeout=self.commit_timeout_s
-            )
+            low = self._log_start(consumer, tp.partition)
             wanted = decode_metadata(tp.metadata)
             wanted = tp.offset if wanted is None else min(wanted, tp.offset)
             start = min(max(wanted, tp.offset - self.max_rewind_messages, low), tp.offset)
@@ -538,8 +555,8 @@ class KafkaSource:
     def rewind(self, partitions: set[int]) -> None:
         """Seek ``partitions`` back to their committed rebuild point (see module docstring)."""
         for tp in self._start_offsets(self.consumer, partitions & self.assigned):
-            if tp.offset == OFFSET_INVALID:
-                continue  # nothing committed: nothing to rebuild from
+            if tp.offset == OFFSET_INVALID or tp.partition not in self.assigned:
+                continue  # nothing committed, or lost meanwhile: nothing to rebuild here
             self.consumer.seek(tp)
 
     def lags(self, next_offsets: dict[int, int]) -> dict[int, int]:

@@ -93,6 +93,21 @@ def test_runtime_matches_numpy_reference(case: tuple[Path, dict], isa: str) -> N
             np.testing.assert_allclose(attention.sum(axis=-1), 1.0, rtol=1e-5)
 
 
+@pytest.mark.parametrize("isa", _runtime.available_isas())
+def test_a_shrink_threshold_below_floats_range_still_shrinks(tmp_path: Path, isa: str) -> None:
+    """λ = 1e-300 rounds to 0 in float32, which turned the shrinkage off in the runtime while the
+    double reference applies w² / (w + ε): scores 1 % apart (the differential fuzz test's find,
+    with ε = 1)."""
+    config, weights = random_bundle("conv", n_sensors=3, window=8, channels=(4,), latent=3, slots=8, seed=5)
+    config["network"]["memory"].update(shrink_threshold=1e-300, epsilon=1.0)
+    path = write_bundle(tmp_path / "model", config, weights)
+    runtime = Runtime.load(path)
+    runtime._model.set_isa(isa)
+    reference = NumpyEngine(load_bundle(path))
+    x = random_windows(config, 16)
+    assert_close(runtime.score(x)[0], reference.score(x)[0], "scores with lambda = 1e-300")
+
+
 def test_sparse_addressing_is_exercised(case: tuple[Path, dict]) -> None:
     """With λ > 0 most weights are exactly zero (the sparse read is what runs)."""
     path, config = case

@@ -690,7 +690,10 @@ Model Model::load_bytes(const std::string& config_json, const std::uint8_t* tens
         M.temperature = static_cast<float>(req_number(mem, "temperature", w, kMinTemperature, kMaxTemperature));
         const double shrink = req_number(mem, "shrink_threshold", w, 0.0, 1.0);
         if (shrink >= 1.0) throw FormatError(w + ".shrink_threshold must be below 1");
-        M.shrink = static_cast<float>(shrink);
+        // A positive threshold below float's smallest normal would round to 0 and turn the
+        // shrinkage off, where the double reference keeps it on (w^2 / (w + eps) as lambda -> 0;
+        // the differential fuzz test found 1e-300): keep it on, at the smallest normal.
+        M.shrink = shrink > 0.0 ? std::max(static_cast<float>(shrink), std::numeric_limits<float>::min()) : 0.0f;
         M.epsilon = static_cast<float>(req_number(mem, "epsilon", w, 0.0, 1.0));
         M.m = tensors.take(mem.at("weight", w), w + ".weight", {M.slots, M.dim});
         pack_memory(M);
