@@ -369,31 +369,27 @@ class KafkaSource:
             self._stuck = reason
 
     def _committed(self, consumer: Consumer, tps: list[TopicPartition]) -> list[TopicPartition]:
-        """Committed offsets with metadata; a coordinator that is moving is retried for up to
+        """Committed offsets with metadata (retried, see :meth:`_patiently`)."""
+        return list(self._patiently("committed offsets", lambda wait: consumer.committed(tps, timeout=wait)))
+
+    def _log_start(self, consumer: Consumer, partition: int) -> int:
+        """The partition's first offset (retried: right after a broker outage the client may not
+        know the partition's leader yet)."""
+        tp = TopicPartition(self.topic, partition)
+        low, _ = self._patiently("log start", lambda wait: consumer.get_watermark_offsets(tp, timeout=wait))
+        return int(low)
+
+    def _patiently(self, what: str, call: Callable[[float], Any]) -> Any:
+        """``call(timeout)``, retried while the coordinator or leader is moving for up to
         ``committed_timeout_s`` (then the error ends the daemon: status 1, systemd restarts it)."""
         deadline = time.monotonic() + self.committed_timeout_s
         while True:
             try:
-                return list(consumer.committed(tps, timeout=max(1.0, min(10.0, deadline - time.monotonic()))))
+                return call(max(1.0, min(10.0, deadline - time.monotonic())))
             except KafkaException as exc:
                 if time.monotonic() >= deadline:
                     raise
-                log.warning("committed offsets not read yet; retrying", extra={"error": exc.args[0].str()})
-                time.sleep(0.2)
-
-    def _log_start(self, consumer: Consumer, partition: int) -> int:
-        """The partition's first offset, retried like :meth:`_committed` (right after a broker
-        outage the client may not know the partition's leader yet)."""
-        deadline = time.monotonic() + self.committed_timeout_s
-        while True:
-            try:
-                wait = max(1.0, min(10.0, deadline - time.monotonic()))
-                low, _ = consumer.get_watermark_offsets(TopicPartition(self.topic, partition), timeout=wait)
-                return int(low)
-            except KafkaException as exc:
-                if time.monotonic() >= deadline:
-                    raise
-                log.warning("log start not read yet; retrying", extra={"error": exc.args[0].str()})
+                log.warning(f"{what} not read yet; retrying", extra={"error": exc.args[0].str()})
                 time.sleep(0.2)
 
     def _start_offsets(self, consumer: Consumer, parts: set[int]) -> list[TopicPartition]:
