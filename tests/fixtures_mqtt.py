@@ -49,8 +49,10 @@ class Client:
             self.client.tls_set(ca_certs=str(tls["ca"]))
             self.client.username_pw_set(tls["user"], tls["password"])
         self.connected = threading.Event()
+        self.sessions_present: list[bool] = []  # per connection: did the broker keep our session?
 
         def on_connect(client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+            self.sessions_present.append(bool(flags.session_present))
             if subscribe and not flags.session_present:
                 client.subscribe([(t, 1) for t in subscribe])
             self.connected.set()

@@ -214,11 +214,24 @@ def test_sigkill_redelivery_and_broker_restart_lose_no_score(
     assert not feed.is_alive() and publisher.unacknowledged() == 0, (
         "the plant's publications were not all acknowledged"
     )
-    assert len({json.loads(p)["ts"] for _, p in got}) == len(offline), (
-        len(got),
-        scored_before_restart,
-        [ln for ln in second.metrics().splitlines() if "_total" in ln and not ln.endswith(" 0.0")],
-    )
+    scored = {json.loads(p)["ts"] for _, p in got}
+    if len(scored) != len(offline):  # seen twice in CI (563 and 586 of 705), never here: say all
+        expected = list(offline.timestamp)
+        missing = [i for i, ts in enumerate(expected) if ts not in scored]
+        pytest.fail(
+            f"{len(scored)} of {len(offline)} scored; missing score indexes {missing[:5]}..{missing[-5:]} "
+            f"({len(missing)}), scored before the restart {scored_before_restart}; watcher sessions "
+            f"present {watcher.sessions_present}, publisher {publisher.sessions_present}; daemon: "
+            + " | ".join(
+                ln
+                for ln in second.metrics().splitlines()
+                if "_total" in ln and not ln.startswith("#") and not ln.endswith(" 0.0")
+            )
+            + " | daemon log: "
+            + " | ".join(ln for ln in second.logs().splitlines() if "mqtt" in ln)[-3000:]
+            + " | broker log: "
+            + broker.log.read_text()[-3000:]
+        )
     assert_matches_offline(records(got), offline)
     assert len(got) - len(offline) <= 60, "more duplicates than one batch and the broker's in flight"
     assert second.proc is not None and second.proc.poll() is None, second.logs()[-3000:]
