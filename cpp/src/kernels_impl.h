@@ -194,7 +194,11 @@ static inline int emit(V w, unsigned long long mask, int base, std::int32_t* idx
 // (no branch); a second loop emits just those vectors, walking the set bits (its exit is the
 // only unpredictable branch, once per 64 vectors). Emitting 4 vectors per block measured 59 %
 // of the softmax pass on the trained bench model (AVX-512).
-static int select_candidates(const float* x, int n, V t, std::int32_t* idx, float* val) {
+static int select_candidates(const float* x, int n, float threshold, std::int32_t* idx, float* val) {
+    // The threshold is a float, not a vector: a function that takes a vector argument returns
+    // without vzeroupper (GCC leaves that to its caller), and the SSE code of model.cpp after it
+    // then ran with dirty upper halves (measured +2 us a window on the trained model).
+    const V t = I::set1(threshold);
     int count = 0;
     int i = 0;
     while (i + W <= n) {
@@ -253,8 +257,139 @@ static int exp_candidates(float* x, int n, float scale, float shift, float thr, 
     }
     *sum = total;
     const bool all = !(thr >= 0.0f);
-    const V t = I::set1(all ? -1.0f : thr * (1.0f - 1.0f / 1024.0f) * total);
+    return select_candidates(x, n, all ? -1.0f : thr * (1.0f - 1.0f / 1024.0f) * total, idx, val);
+}
+
+// 1 in the first n lanes, 0 in the others (0 < n < W): loadn zero-fills past n.
+static inline V lane_mask(int n) {
+    float ones[W];
+    for (int j = 0; j < W; ++j) ones[j] = 1.0f;
+    return I::loadn(ones, n);
+}
+
+// select_candidates with a scalar threshold (kernels.h, select_gt): the selection half of the
+// fused similarity softmax (sim_exp), whose exponentials and sums the GEMM epilogue made.
+static int select_gt(const float* x, int n, float t, std::int32_t* idx, float* val) {
     return select_candidates(x, n, t, idx, val);
+}
+
+// One register tile of the fused similarity softmax (kernels.h, sim_exp): R rows of A against NV
+// vectors of a packed panel, the k loop of gemm_tile, then in the epilogue, while the dot
+// products are still in registers, e = 2^(dot * sc[r] + sh) (the FMA and exp2_poly of
+// exp_candidates, so the same bits as the separate pass on the same ISA), the store of e and its
+// addition to the row's W-lane partial sums S[r * W]. Columns past `cols` are neither stored nor
+// summed (a partial vector is multiplied by a 1/0 lane mask before the sum).
+template <int R, int NV>
+static inline void sim_exp_tile(int K, const float* A, int lda, const float* bp, float* E, int lde, int cols,
+                                const float* sc, V sh, float* S) {
+    V acc[R][NV];
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+        for (int v = 0; v < NV; ++v) acc[r][v] = I::zero();
+    for (int k = 0; k < K; ++k, bp += kPanel) {
+        V x[NV];
+#pragma GCC unroll 16
+        for (int v = 0; v < NV; ++v) x[v] = I::load(bp + v * W);
+#pragma GCC unroll 16
+        for (int r = 0; r < R; ++r) {
+            const V a = I::set1(A[r * lda + k]);
+#pragma GCC unroll 16
+            for (int v = 0; v < NV; ++v) acc[r][v] = I::fma(a, x[v], acc[r][v]);
+        }
+    }
+    if (cols >= NV * W) {
+#pragma GCC unroll 16
+        for (int r = 0; r < R; ++r) {
+            const V s = I::set1(sc[r]);
+            V sum = I::load(S + r * W);
+#pragma GCC unroll 16
+            for (int v = 0; v < NV; ++v) {
+                const V e = I::exp2(I::fma(acc[r][v], s, sh));
+                I::store(E + r * lde + v * W, e);
+                sum = I::add(sum, e);
+            }
+            I::store(S + r * W, sum);
+        }
+        return;
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+        const V s = I::set1(sc[r]);
+        V sum = I::load(S + r * W);
+#pragma GCC unroll 16
+        for (int v = 0; v < NV; ++v) {
+            const int c = cols - v * W;
+            if (c <= 0) continue;
+            V e = I::exp2(I::fma(acc[r][v], s, sh));
+            if (c >= W) {
+                I::store(E + r * lde + v * W, e);
+            } else {
+                I::storen(E + r * lde + v * W, e, c);
+                e = I::mul(e, lane_mask(c));
+            }
+            sum = I::add(sum, e);
+        }
+        I::store(S + r * W, sum);
+    }
+}
+
+template <int NV>
+static void sim_exp_panel(int M, int K, const float* A, int lda, const float* bp, float* E, int lde, int cols,
+                          const float* sc, V sh, float* S) {
+    constexpr int MR = I::MR;
+    int m = 0;
+    for (; m + MR <= M; m += MR) {
+        sim_exp_tile<MR, NV>(K, A + static_cast<long>(m) * lda, lda, bp, E + static_cast<long>(m) * lde, lde, cols,
+                             sc + m, sh, S + m * W);
+    }
+    const float* a = A + static_cast<long>(m) * lda;
+    float* e = E + static_cast<long>(m) * lde;
+    switch (M - m) {  // MR <= 8, so at most 7 rows remain
+        case 0: break;
+        case 1: sim_exp_tile<(1 < MR ? 1 : 1), NV>(K, a, lda, bp, e, lde, cols, sc + m, sh, S + m * W); break;
+        case 2: sim_exp_tile<(2 < MR ? 2 : 1), NV>(K, a, lda, bp, e, lde, cols, sc + m, sh, S + m * W); break;
+        case 3: sim_exp_tile<(3 < MR ? 3 : 1), NV>(K, a, lda, bp, e, lde, cols, sc + m, sh, S + m * W); break;
+        case 4: sim_exp_tile<(4 < MR ? 4 : 1), NV>(K, a, lda, bp, e, lde, cols, sc + m, sh, S + m * W); break;
+        case 5: sim_exp_tile<(5 < MR ? 5 : 1), NV>(K, a, lda, bp, e, lde, cols, sc + m, sh, S + m * W); break;
+        case 6: sim_exp_tile<(6 < MR ? 6 : 1), NV>(K, a, lda, bp, e, lde, cols, sc + m, sh, S + m * W); break;
+        default: sim_exp_tile<(7 < MR ? 7 : 1), NV>(K, a, lda, bp, e, lde, cols, sc + m, sh, S + m * W); break;
+    }
+}
+
+// The similarity GEMM with the softmax's exponentials in its epilogue (kernels.h, sim_exp): the
+// dot products never go to memory, only their exponentials, and the row sums come out of the
+// same registers, so the separate pass that re-read a 4 KB row to exponentiate it is gone.
+// Rows in blocks of up to kSimRows, each block panel by panel (a panel is read once a block).
+constexpr int kSimRows = 32;
+static void sim_exp(int M, int N, int K, const float* A, int lda, const float* Bp, const float* scale, float shift,
+                    float* E, int lde, float* sums) {
+    float sc[kSimRows];
+    float S[kSimRows * W];
+    const V sh = I::set1(-shift * 1.44269504088896341f);
+    for (int m0 = 0; m0 < M; m0 += kSimRows) {
+        const int mb = M - m0 < kSimRows ? M - m0 : kSimRows;
+        for (int r = 0; r < mb; ++r) sc[r] = scale[m0 + r] * 1.44269504088896341f;
+        for (int i = 0; i < mb * W; ++i) S[i] = 0.0f;
+        const float* a = A + static_cast<long>(m0) * lda;
+        float* e = E + static_cast<long>(m0) * lde;
+        for (int n0 = 0; n0 < N; n0 += kPanel) {
+            const float* bp = Bp + static_cast<long>(n0) * K;
+            for (int t0 = 0; t0 < kPanel && n0 + t0 < N; t0 += NT * W) {
+                const int cols = N - n0 - t0;
+                int nv = NT <= 4 ? (cols + W - 1) / W : NT;
+                nv = nv < NT ? nv : NT;
+                float* c = e + n0 + t0;
+                switch (nv) {
+                    case 1: sim_exp_panel<1>(mb, K, a, lda, bp + t0, c, lde, cols, sc, sh, S); break;
+                    case 2: sim_exp_panel<(NT >= 2 ? 2 : 1)>(mb, K, a, lda, bp + t0, c, lde, cols, sc, sh, S); break;
+                    case 3: sim_exp_panel<(NT >= 3 ? 3 : 1)>(mb, K, a, lda, bp + t0, c, lde, cols, sc, sh, S); break;
+                    default: sim_exp_panel<NT>(mb, K, a, lda, bp + t0, c, lde, cols, sc, sh, S); break;
+                }
+            }
+        }
+        for (int r = 0; r < mb; ++r) sums[m0 + r] = I::hsum(I::load(S + r * W));
+    }
 }
 
 // The exact selection over exp_candidates' output, in place and in order (kernels.h, filter_gt).
@@ -433,5 +568,5 @@ static double fma_loop(std::int64_t iters, double* flops) {
 
 static const KernelTable kTable = {
     I::kName, gemm, scale_max, gather_rows, dot, tanh_, leaky_relu, sq_err_cols,
-    gemm_act, fma_loop, wsq_err_cols, exp_candidates, filter_gt, shrink_normalise, W,
+    gemm_act, fma_loop, wsq_err_cols, exp_candidates, filter_gt, shrink_normalise, W, sim_exp, select_gt,
 };

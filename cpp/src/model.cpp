@@ -1033,32 +1033,46 @@ void Model::run_chunks(const float* windows, int batch, const Outputs& out, std:
     // Memory addressing of nq latent rows in place; `first` is the global index of row 0.
     auto address = [&](float* z, int nq, std::size_t first) {
         const Memory& M = memory_;
+        // Cosine with T >= 1/40: softmax is shift-invariant and a cosine logit is at most 1/T
+        // (memory row norms are folded into mt), so shift by 1/T instead of the row max, and with
+        // T >= 1/40 every exponent stays above -2/T >= -80. Then the exponentials need no pass of
+        // their own: sim_exp makes them, and their row sums, in the similarity GEMM's epilogue.
+        const bool fused = M.cosine && M.temperature >= 1.0f / 40.0f;
+        // Shrinkage keeps w > lambda only, so select those and work sparsely: the softmax keeps
+        // only candidates (a superset: thr * Z less 2^-10 for rounding), and the exact test runs
+        // on those few (filter_gt).
+        const float thr = M.shrink > 0.0f ? M.shrink : -1.0f;
+        float qscale[kQueryBlock], qsum[kQueryBlock];  // per query row of a block (sim_exp)
         for (int q0 = 0; q0 < nq; q0 += kQueryBlock) {
             const int qb = std::min(kQueryBlock, nq - q0);
-            k.gemm(qb, M.slots, M.dim, z + static_cast<std::size_t>(q0) * M.dim, M.dim, M.mt.data(), s.sims.data(),
-                   M.slots, nullptr, false);
+            float* zb = z + static_cast<std::size_t>(q0) * M.dim;
+            if (fused) {
+                for (int r = 0; r < qb; ++r) {
+                    const float* zr = zb + static_cast<std::size_t>(r) * M.dim;
+                    const float norm = std::sqrt(k.dot(M.dim, zr, zr));
+                    qscale[r] = 1.0f / (std::max(norm, 1e-12f) * M.temperature);
+                }
+                k.sim_exp(qb, M.slots, M.dim, zb, M.dim, M.mt.data(), qscale, 1.0f / M.temperature, s.sims.data(),
+                          M.slots, qsum);
+            } else {
+                k.gemm(qb, M.slots, M.dim, zb, M.dim, M.mt.data(), s.sims.data(), M.slots, nullptr, false);
+            }
             lap(2);
             for (int r = 0; r < qb; ++r) {
                 float* zr = z + static_cast<std::size_t>(q0 + r) * M.dim;
                 float* row = s.sims.data() + static_cast<std::size_t>(r) * M.slots;
-                float scale = 1.0f / M.temperature;
-                if (M.cosine) {
-                    const float norm = std::sqrt(k.dot(M.dim, zr, zr));
-                    scale = 1.0f / (std::max(norm, 1e-12f) * M.temperature);
-                }
-                // Shrinkage keeps w > lambda only, so select those and work sparsely: the
-                // softmax pass keeps only candidates (a superset, tested against the running
-                // sum), and the exact test runs on those few once the sum is known.
-                const float thr = M.shrink > 0.0f ? M.shrink : -1.0f;
                 float sum;
                 int cnt;
-                if (M.cosine && M.temperature >= 1.0f / 40.0f) {
-                    // Softmax is shift-invariant and a cosine logit is at most 1/T (memory row
-                    // norms are folded into mt), so shift by 1/T instead of the row max: one pass
-                    // fewer, and with T >= 1/40 every exponent stays above -2/T >= -80.
-                    cnt = k.exp_candidates(row, M.slots, scale, 1.0f / M.temperature, thr, s.idx.data(), s.val.data(),
-                                           &sum);
+                if (fused) {
+                    sum = qsum[r];
+                    const float t = thr >= 0.0f ? thr * (1.0f - 1.0f / 1024.0f) * sum : -1.0f;
+                    cnt = k.select_gt(row, M.slots, t, s.idx.data(), s.val.data());
                 } else {
+                    float scale = 1.0f / M.temperature;
+                    if (M.cosine) {
+                        const float norm = std::sqrt(k.dot(M.dim, zr, zr));
+                        scale = 1.0f / (std::max(norm, 1e-12f) * M.temperature);
+                    }
                     const float mx = k.scale_max(row, M.slots, scale, nullptr);
                     cnt = k.exp_candidates(row, M.slots, 1.0f, mx, thr, s.idx.data(), s.val.data(), &sum);
                 }

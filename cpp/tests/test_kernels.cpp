@@ -253,6 +253,90 @@ TEST_P(Kernels, ExpCandidatesAndFilterGtSelectExactlyTheSoftmaxWeightsAboveThres
     }
 }
 
+// The similarity GEMM with the softmax exponentials in its epilogue: the exponentials bit for bit
+// those of gemm then exp_candidates on the same table (the same FMA on the same float dot
+// product, the same exp2), within the exp tolerance of the double reference, the row sums
+// within the sum tolerance, and nothing written past column N of a row (E's padding) — at row
+// tails, narrow and partial tiles, more rows than one block, and the memory's 1000 slots.
+// select_gt on those rows: exactly the entries above the threshold, in order, plus the last
+// n mod lanes, and the same candidates as exp_candidates with that threshold.
+TEST_P(Kernels, SimExpFusesTheSoftmaxExponentialsIntoTheSimilarityGemm) {
+    std::mt19937 rng(21);
+    const int lanes = k->lanes;
+    for (int M : {1, 3, 7, 8, 9, 17, 24, 33}) {
+        for (int N : {1, 5, 16, 17, 31, 32, 33, 65, 1000}) {
+            for (int K : {1, 7, 32}) {
+                const int lda = K + 1, lde = N + 5;
+                auto A = random_vec(static_cast<std::size_t>(M) * lda, rng, -1.0f, 1.0f);
+                auto B = random_vec(static_cast<std::size_t>(K) * N, rng, -1.0f, 1.0f);
+                std::vector<float> scale(M);
+                for (int m = 0; m < M; ++m) scale[m] = (m % 3 == 0 ? 20.0f : 2.0f) / static_cast<float>(K);
+                const float shift = 15.0f;
+                const auto packed = pack_b(K, N, B.data(), N);
+                std::vector<float> E(static_cast<std::size_t>(M) * lde, -7.0f), sums(M, -1.0f);
+                k->sim_exp(M, N, K, A.data(), lda, packed.data(), scale.data(), shift, E.data(), lde, sums.data());
+                std::vector<float> C(static_cast<std::size_t>(M) * N);
+                k->gemm(M, N, K, A.data(), lda, packed.data(), C.data(), N, nullptr, false);
+                std::vector<double> dots(static_cast<std::size_t>(M) * N), mags(static_cast<std::size_t>(M) * N);
+                for (int m = 0; m < M; ++m) {
+                    for (int n = 0; n < N; ++n) {
+                        double d = 0.0, g = 0.0;
+                        for (int kk = 0; kk < K; ++kk) {
+                            const double p = static_cast<double>(A[static_cast<std::size_t>(m) * lda + kk]) * B[static_cast<std::size_t>(kk) * N + n];
+                            d += p;
+                            g += std::fabs(p);
+                        }
+                        dots[static_cast<std::size_t>(m) * N + n] = d;
+                        mags[static_cast<std::size_t>(m) * N + n] = g;
+                    }
+                }
+                const std::string at = "M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K);
+                for (int m = 0; m < M; ++m) {
+                    const float* e = E.data() + static_cast<std::size_t>(m) * lde;
+                    for (int n = N; n < lde; ++n) ASSERT_EQ(e[n], -7.0f) << "padding written " << at;
+                    std::vector<float> x(C.begin() + static_cast<long>(m) * N, C.begin() + static_cast<long>(m + 1) * N);
+                    std::vector<std::int32_t> idx(N + kSelectSlack), idx2(N + kSelectSlack);
+                    std::vector<float> val(N + kSelectSlack), val2(N + kSelectSlack);
+                    float sum = 0.0f;
+                    const float thr = m % 2 ? 0.01f : -1.0f;
+                    const int cand = k->exp_candidates(x.data(), N, scale[m], shift, thr, idx.data(), val.data(), &sum);
+                    double mass = 0.0;
+                    for (int n = 0; n < N; ++n) {
+                        ASSERT_EQ(e[n], x[n]) << "not exp_candidates' exponential " << at << " m=" << m << " n=" << n;
+                        const double arg = dots[static_cast<std::size_t>(m) * N + n] * scale[m] - shift;
+                        const double want = std::exp(arg);
+                        // The float dot product (K terms) and the argument's rounding, as in the
+                        // exp_candidates test, scaled by |arg| + shift.
+                        const double tol = kExpTol + kSumTol * mags[static_cast<std::size_t>(m) * N + n] * scale[m] +
+                                           6e-8 * (std::fabs(arg) + 2 * shift);
+                        ASSERT_NEAR(e[n], want, tol * want + 1e-37) << at << " m=" << m << " n=" << n;
+                        mass += std::fabs(e[n]);
+                    }
+                    EXPECT_NEAR(sums[m], mass, kSumTol * mass) << "row sum " << at << " m=" << m;
+                    EXPECT_NEAR(sums[m], sum, kSumTol * mass) << "row sum vs exp_candidates " << at;
+                    const float t = thr >= 0.0f ? thr * (1.0f - 1.0f / 1024.0f) * sum : -1.0f;
+                    const int got = k->select_gt(e, N, t, idx2.data(), val2.data());
+                    ASSERT_EQ(got, cand) << at << " m=" << m;
+                    int j = 0;
+                    for (int n = 0; n < N; ++n) {
+                        if (e[n] > t || n >= N / lanes * lanes) {
+                            ASSERT_LT(j, got);
+                            ASSERT_EQ(idx2[j], n) << at;
+                            ASSERT_EQ(val2[j], e[n]) << at;
+                            ++j;
+                        }
+                    }
+                    ASSERT_EQ(j, got) << at;
+                    for (int c = 0; c < got; ++c) {
+                        ASSERT_EQ(idx2[c], idx[c]) << at;
+                        ASSERT_EQ(val2[c], val[c]) << at;
+                    }
+                }
+            }
+        }
+    }
+}
+
 // filter_gt alone, in place, at every length and density (the vector path compacts over
 // entries it has already loaded).
 TEST_P(Kernels, FilterGtCompactsInPlaceInOrder) {

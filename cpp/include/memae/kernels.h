@@ -74,6 +74,17 @@ struct KernelTable {
     /// Floats per vector (16 AVX-512, 8 AVX2, 4 NEON, 1 scalar): a conv1d with at most lanes / 2
     /// output channels runs two output rows per GEMM row (model.cpp, Layer::w2).
     int lanes;
+    /// The similarity GEMM fused with the softmax's exponentials (cosine addressing, shifted by
+    /// 1/T): E[m*lde+n] = e = exp(scale[m] * sum_k A[m*lda+k] * B[k][n] - shift) for n < N (B
+    /// packed by pack_b), computed as exp_candidates does (2^(dot * scale log2 e - shift log2 e),
+    /// the same bits as gemm then exp_candidates on the same table), and sums[m] = sum_n e. The
+    /// dot products never reach memory. Nothing is written past column N of a row.
+    void (*sim_exp)(int M, int N, int K, const float* A, int lda, const float* Bp, const float* scale, float shift,
+                    float* E, int lde, float* sums);
+    /// The selection half of exp_candidates on exponentials already made (sim_exp): writes, in
+    /// order, idx[k] = i and val[k] = x[i] for every i with x[i] > t, and for the last n mod
+    /// lanes i whatever x[i]; returns how many. idx, val: room for n + kSelectSlack.
+    int (*select_gt)(const float* x, int n, float t, std::int32_t* idx, float* val);
 };
 
 /// The core's FP32 peak measured with a kernel table's fma_loop (bench/runtime.py prints each
