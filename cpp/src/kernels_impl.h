@@ -13,6 +13,18 @@ constexpr int W = I::W;
 
 constexpr int VP = kPanel / W;  // vectors per packed panel
 
+// W ones then W zeros: a plain load at v + W - n is 1 in the first n lanes and 0 in the others
+// (0 <= n <= W), from constant memory (a mask stored on the stack and loaded back would cost a
+// failed store-forward each time).
+struct OnesZeros {
+    float v[2 * W];
+    constexpr OnesZeros() : v() {
+        for (int j = 0; j < W; ++j) v[j] = 1.0f;
+    }
+};
+static constexpr OnesZeros kOnesZeros{};
+static inline V lane_mask(int n) { return I::load(kOnesZeros.v + W - n); }
+
 // Vectors per register tile: NT <= VP columns of the panel at a time (NEON runs a 32-column
 // panel as two 16-column tiles so MR x NT accumulators, NT panel vectors and one broadcast fit
 // its 32 registers without spills; checked in the cross-compiled assembly by
@@ -260,13 +272,6 @@ static int exp_candidates(float* x, int n, float scale, float shift, float thr, 
     return select_candidates(x, n, all ? -1.0f : thr * (1.0f - 1.0f / 1024.0f) * total, idx, val);
 }
 
-// 1 in the first n lanes, 0 in the others (0 < n < W): loadn zero-fills past n.
-static inline V lane_mask(int n) {
-    float ones[W];
-    for (int j = 0; j < W; ++j) ones[j] = 1.0f;
-    return I::loadn(ones, n);
-}
-
 // select_candidates with a scalar threshold (kernels.h, select_gt): the selection half of the
 // fused similarity softmax (sim_exp), whose exponentials and sums the GEMM epilogue made.
 static int select_gt(const float* x, int n, float t, std::int32_t* idx, float* val) {
@@ -416,20 +421,42 @@ static int filter_gt(int count, std::int32_t* idx, float* val, float inv_sum, fl
 // Continuous hard shrinkage and L1 renormalisation of the selected weights (kernels.h,
 // shrink_normalise): all of them are above lam (filter_gt kept only those), so w - lam > 0 and
 // the shrinkage (w - lam) w / (|w - lam| + eps) needs no abs. A masked tail's zero lanes are
-// not selected weights: with eps == lam they compute 0/0, so the sum takes the tail back from
-// memory (zeros there) rather than from the register. The sum is FP32 in W lanes (was a
-// sequential double sum: 16 dependent adds a row for a trained model's 16 survivors).
+// not selected weights: with eps == lam they would compute 0/0, so their denominator gets 1
+// added (1 - lane_mask: exactly 0 in the real lanes) and they contribute -0 to the sum. The sum
+// is FP32 in W lanes. Up to two vectors of weights (a trained model keeps ~16) stay in registers
+// between the shrinkage and the normalisation: storing a masked tail and loading it back, as
+// this did, fails store-forwarding twice a row.
+static inline V shrink_v(V w, int c, V l, V e) {
+    const V d = I::sub(w, l);
+    const V den = c < W ? I::add(I::add(d, e), I::sub(I::set1(1.0f), lane_mask(c))) : I::add(d, e);
+    return I::div(I::mul(d, w), den);
+}
+
 static void shrink_normalise(int count, float* val, float lam, float eps) {
     const V l = I::set1(lam), e = I::set1(eps);
+    const bool shrink = lam > 0.0f;
+    if (count <= 2 * W) {
+        if (count <= 0) return;
+        const int c0 = count < W ? count : W, c1 = count - c0;
+        V w0 = I::loadn(val, c0);
+        V w1 = c1 > 0 ? I::loadn(val + W, c1) : I::zero();
+        if (shrink) {
+            w0 = shrink_v(w0, c0, l, e);
+            if (c1 > 0) w1 = shrink_v(w1, c1, l, e);
+        }
+        const float total = I::hsum(I::add(w0, w1));
+        const V inv = I::set1(1.0f / (total > 1e-12f ? total : 1e-12f));
+        I::storen(val, I::mul(w0, inv), c0);
+        if (c1 > 0) I::storen(val + W, I::mul(w1, inv), c1);
+        return;
+    }
     V acc = I::zero();
     for (int i = 0; i < count; i += W) {
         const int c = count - i < W ? count - i : W;
         V w = I::loadn(val + i, c);
-        if (lam > 0.0f) {
-            const V d = I::sub(w, l);
-            w = I::div(I::mul(d, w), I::add(d, e));
+        if (shrink) {
+            w = shrink_v(w, c, l, e);
             I::storen(val + i, w, c);
-            if (c < W) w = I::loadn(val + i, c);
         }
         acc = I::add(acc, w);
     }
