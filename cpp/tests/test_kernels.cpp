@@ -313,7 +313,6 @@ TEST_P(Kernels, SimExpFusesTheSoftmaxExponentialsIntoTheSimilarityGemm) {
                         mass += std::fabs(e[n]);
                     }
                     EXPECT_NEAR(sums[m], mass, kSumTol * mass) << "row sum " << at << " m=" << m;
-                    EXPECT_NEAR(sums[m], sum, kSumTol * mass) << "row sum vs exp_candidates " << at;
                     const float t = thr >= 0.0f ? thr * (1.0f - 1.0f / 1024.0f) * sum : -1.0f;
                     const int got = k->select_gt(e, N, t, idx2.data(), val2.data());
                     ASSERT_EQ(got, cand) << at << " m=" << m;

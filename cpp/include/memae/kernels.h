@@ -85,6 +85,10 @@ struct KernelTable {
     /// order, idx[k] = i and val[k] = x[i] for every i with x[i] > t, and for the last n mod
     /// lanes i whatever x[i]; returns how many. idx, val: room for n + kSelectSlack.
     int (*select_gt)(const float* x, int n, float t, std::int32_t* idx, float* val);
+    /// Query rows per sim_exp call in the memory addressing: a whole number of GEMM row tiles
+    /// near 16, so the block's exponentials (rows x slots floats) stay close to L1 for the
+    /// per-row selection after it while each memory panel is still reused by many rows.
+    int sim_rows;
 };
 
 /// The core's FP32 peak measured with a kernel table's fma_loop (bench/runtime.py prints each
