@@ -39,7 +39,11 @@ Method:
   the output; linear: 2 x in x out; memory similarity: 2 x latent rows x slots x dim), and the
   share is FLOPs per window x windows per CPU second / peak.
 * **Per-stage times** (Model.profile: a steady_clock read between stages, one thread) show where
-  the rest of the time goes at the largest batch, with each GEMM stage's own share of peak.
+  the rest of the time goes at the largest batch, with each GEMM stage's own share of peak. With
+  cosine addressing and T >= 1/40 (the default) the exponentials run in the similarity GEMM's
+  epilogue, so "similarity" includes them (its share counts only the GEMM's FLOPs) and
+  "softmax" is the candidate selection alone. The stages after it are timed per latent row, so
+  each includes 16 clock reads a window (about 0.7 us where a read costs ~40 ns, as in a VM).
 * Every engine's scores are compared with torch after the timed loops.
 
 Then two fresh processes score the same batch, one with the runtime (which must not import

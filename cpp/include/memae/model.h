@@ -118,7 +118,9 @@ struct Outputs {
     double* stage_seconds = nullptr;
 };
 
-/// The stages Outputs::stage_seconds times, in order.
+/// The stages Outputs::stage_seconds times, in order. With the fused similarity softmax (cosine,
+/// T >= 1/40: kernels.h, sim_exp) "similarity" includes the exponentials and their sums and
+/// "softmax" is the candidate selection alone; otherwise "softmax" is both.
 constexpr int kStages = 9;
 constexpr const char* kStageNames[kStages] = {"scale",  "encoder", "similarity", "softmax", "select",
                                               "shrink", "read",    "decoder",    "score"};
