@@ -279,10 +279,40 @@ static int exp_candidates(float* x, int n, float scale, float shift, float thr, 
     return select_candidates(x, n, all ? -1.0f : thr * (1.0f - 1.0f / 1024.0f) * total, idx, val);
 }
 
-// select_candidates with a scalar threshold (kernels.h, select_gt): the selection half of the
-// fused similarity softmax (sim_exp), whose exponentials and sums the GEMM epilogue made.
-static int select_gt(const float* x, int n, float t, std::int32_t* idx, float* val) {
-    return select_candidates(x, n, t, idx, val);
+// The selection on sim_exp's exponentials and the exact test in one pass (kernels.h,
+// select_weights): the same bit-mask walk as select_candidates with the same conservative
+// threshold t = thr (1 - 2^-10) sum, but a vector that holds a candidate is scaled by 1/sum and
+// tested against thr right away, so only survivors are written (once) and no candidate list is
+// stored and read back by filter_gt. Same weights, same order as exp_candidates then filter_gt:
+// every survivor's vector holds a candidate (w > thr implies e > t).
+static int select_weights(const float* e, int n, float sum, float thr, std::int32_t* idx, float* val) {
+    const float inv_sum = 1.0f / sum;
+    const bool all = !(thr >= 0.0f);
+    const V t = I::set1(all ? -1.0f : thr * (1.0f - 1.0f / 1024.0f) * sum);
+    const V is = I::set1(inv_sum), th = I::set1(thr);
+    int count = 0;
+    int i = 0;
+    while (i + W <= n) {
+        const int nv = (n - i) / W < 64 ? (n - i) / W : 64;
+        unsigned long long hit = 0;
+        for (int v = 0; v < nv; ++v) {
+            hit |= static_cast<unsigned long long>(I::gt_mask(I::load(e + i + v * W), t) != 0) << v;
+        }
+        while (hit) {
+            const int v = __builtin_ctzll(hit);
+            hit &= hit - 1;
+            const V w = I::mul(I::load(e + i + v * W), is);
+            count += emit(w, I::gt_mask(w, th), i + v * W, idx + count, val + count);
+        }
+        i += nv * W;
+    }
+    for (; i < n; ++i) {  // the last n mod W slots, tested one by one
+        const float w = e[i] * inv_sum;
+        idx[count] = i;
+        val[count] = w;
+        count += w > thr ? 1 : 0;
+    }
+    return count;
 }
 
 // One register tile of the fused similarity softmax (kernels.h, sim_exp): R rows of A against NV
@@ -605,6 +635,6 @@ static double fma_loop(std::int64_t iters, double* flops) {
 
 static const KernelTable kTable = {
     I::kName, gemm, scale_max, gather_rows, dot, tanh_, leaky_relu, sq_err_cols,
-    gemm_act, fma_loop, wsq_err_cols, exp_candidates, filter_gt, shrink_normalise, W, sim_exp, select_gt,
+    gemm_act, fma_loop, wsq_err_cols, exp_candidates, filter_gt, shrink_normalise, W, sim_exp, select_weights,
     16 / I::MR * I::MR,  // sim_rows: 16 (AVX-512, scalar), 15 (AVX2, NEON)
 };

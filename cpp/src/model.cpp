@@ -1076,10 +1076,10 @@ void Model::run_chunks(const float* windows, int batch, const Outputs& out, std:
                 float* row = s.sims.data() + static_cast<std::size_t>(r) * M.slots;
                 float sum;
                 int cnt;
-                if (fused) {
+                if (fused) {  // the selection and the exact test in one pass
                     sum = qsum[r];
-                    const float t = thr >= 0.0f ? thr * (1.0f - 1.0f / 1024.0f) * sum : -1.0f;
-                    cnt = k.select_gt(row, M.slots, t, s.idx.data(), s.val.data());
+                    cnt = k.select_weights(row, M.slots, sum, thr, s.idx.data(), s.val.data());
+                    lap(3);
                 } else {
                     float scale = 1.0f / M.temperature;
                     if (M.cosine) {
@@ -1088,9 +1088,9 @@ void Model::run_chunks(const float* windows, int batch, const Outputs& out, std:
                     }
                     const float mx = k.scale_max(row, M.slots, scale, nullptr);
                     cnt = k.exp_candidates(row, M.slots, 1.0f, mx, thr, s.idx.data(), s.val.data(), &sum);
+                    lap(3);
+                    cnt = k.filter_gt(cnt, s.idx.data(), s.val.data(), 1.0f / sum, thr);
                 }
-                lap(3);
-                cnt = k.filter_gt(cnt, s.idx.data(), s.val.data(), 1.0f / sum, thr);
                 lap(4);
                 float* val = s.val.data();
                 // Continuous hard shrinkage on the selected weights (all > lambda), then L1

@@ -258,11 +258,10 @@ TEST_P(Kernels, ExpCandidatesAndFilterGtSelectExactlyTheSoftmaxWeightsAboveThres
 // product, the same exp2), within the exp tolerance of the double reference, the row sums
 // within the sum tolerance, and nothing written past column N of a row (E's padding) — at row
 // tails, narrow and partial tiles, more rows than one block, and the memory's 1000 slots.
-// select_gt on those rows: exactly the entries above the threshold, in order, plus the last
-// n mod lanes, and the same candidates as exp_candidates with that threshold.
+// select_weights on those rows: exactly the weights of exp_candidates then filter_gt, and every
+// e / sum above the threshold, in order.
 TEST_P(Kernels, SimExpFusesTheSoftmaxExponentialsIntoTheSimilarityGemm) {
     std::mt19937 rng(21);
-    const int lanes = k->lanes;
     for (int M : {1, 3, 7, 8, 9, 17, 24, 33}) {
         for (int N : {1, 5, 16, 17, 31, 32, 33, 65, 1000}) {
             for (int K : {1, 7, 32}) {
@@ -298,7 +297,7 @@ TEST_P(Kernels, SimExpFusesTheSoftmaxExponentialsIntoTheSimilarityGemm) {
                     std::vector<std::int32_t> idx(N + kSelectSlack), idx2(N + kSelectSlack);
                     std::vector<float> val(N + kSelectSlack), val2(N + kSelectSlack);
                     float sum = 0.0f;
-                    const float thr = m % 2 ? 0.01f : -1.0f;
+                    const float thr = m % 3 == 0 ? -1.0f : (m % 3 == 1 ? 0.01f : 0.001f);
                     const int cand = k->exp_candidates(x.data(), N, scale[m], shift, thr, idx.data(), val.data(), &sum);
                     double mass = 0.0;
                     for (int n = 0; n < N; ++n) {
@@ -313,23 +312,32 @@ TEST_P(Kernels, SimExpFusesTheSoftmaxExponentialsIntoTheSimilarityGemm) {
                         mass += std::fabs(e[n]);
                     }
                     EXPECT_NEAR(sums[m], mass, kSumTol * mass) << "row sum " << at << " m=" << m;
-                    const float t = thr >= 0.0f ? thr * (1.0f - 1.0f / 1024.0f) * sum : -1.0f;
-                    const int got = k->select_gt(e, N, t, idx2.data(), val2.data());
-                    ASSERT_EQ(got, cand) << at << " m=" << m;
-                    int j = 0;
-                    for (int n = 0; n < N; ++n) {
-                        if (e[n] > t || n >= N / lanes * lanes) {
-                            ASSERT_LT(j, got);
-                            ASSERT_EQ(idx2[j], n) << at;
-                            ASSERT_EQ(val2[j], e[n]) << at;
-                            ++j;
-                        }
-                    }
-                    ASSERT_EQ(j, got) << at;
+                    // select_weights on sim_exp's row: exactly exp_candidates then filter_gt with
+                    // exp_candidates' sum (the same weights, bit for bit, in order), which the
+                    // exp_candidates test checks against the reference.
+                    const int count = k->filter_gt(cand, idx.data(), val.data(), 1.0f / sum, thr);
+                    const int got = k->select_weights(e, N, sum, thr, idx2.data(), val2.data());
+                    ASSERT_EQ(got, count) << at << " m=" << m;
                     for (int c = 0; c < got; ++c) {
                         ASSERT_EQ(idx2[c], idx[c]) << at;
                         ASSERT_EQ(val2[c], val[c]) << at;
                     }
+                    if (thr < 0.0f) {
+                        ASSERT_EQ(got, N) << "thr < 0 keeps every slot " << at;
+                    }
+                    // And with sim_exp's own sum, every weight above thr, in order.
+                    const int own = k->select_weights(e, N, sums[m], thr, idx2.data(), val2.data());
+                    int j = 0;
+                    for (int n = 0; n < N; ++n) {
+                        const float w = e[n] * (1.0f / sums[m]);
+                        if (w > thr) {
+                            ASSERT_LT(j, own) << at;
+                            ASSERT_EQ(idx2[j], n) << at;
+                            ASSERT_EQ(val2[j], w) << at;
+                            ++j;
+                        }
+                    }
+                    ASSERT_EQ(j, own) << at;
                 }
             }
         }

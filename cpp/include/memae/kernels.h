@@ -81,10 +81,11 @@ struct KernelTable {
     /// dot products never reach memory. Nothing is written past column N of a row.
     void (*sim_exp)(int M, int N, int K, const float* A, int lda, const float* Bp, const float* scale, float shift,
                     float* E, int lde, float* sums);
-    /// The selection half of exp_candidates on exponentials already made (sim_exp): writes, in
-    /// order, idx[k] = i and val[k] = x[i] for every i with x[i] > t, and for the last n mod
-    /// lanes i whatever x[i]; returns how many. idx, val: room for n + kSelectSlack.
-    int (*select_gt)(const float* x, int n, float t, std::int32_t* idx, float* val);
+    /// The selection on exponentials already made (sim_exp) with the exact test: writes, in
+    /// order, idx[k] = i and val[k] = w = e[i] * (1 / sum) for every i with w > thr (every i
+    /// when thr < 0) and returns how many: the same entries and bits as exp_candidates then
+    /// filter_gt with that sum. idx, val: room for n + kSelectSlack.
+    int (*select_weights)(const float* e, int n, float sum, float thr, std::int32_t* idx, float* val);
     /// Query rows per sim_exp call in the memory addressing: a whole number of GEMM row tiles
     /// near 16, so the block's exponentials (rows x slots floats) stay close to L1 for the
     /// per-row selection after it while each memory panel is still reused by many rows.
