@@ -331,8 +331,11 @@ static int select_weights(const float* e, int n, float sum, float thr, std::int3
 // exp_candidates, so the same bits as the separate pass on the same ISA), the store of e and its
 // addition to the row's W-lane partial sums S[r * W]. Columns past `cols` are neither stored nor
 // summed (a partial vector is multiplied by a 1/0 lane mask before the sum).
+// Not inlined: on its own the k loop gets the registers gemm_tile's does (GCC inlined it into
+// sim_exp on aarch64, and one function holding every tile shape and the epilogue constants
+// spilled).
 template <int R, int NV>
-static inline void sim_exp_tile(int K, const float* A, int lda, const float* bp, float* E, int lde, int cols,
+__attribute__((noinline)) static void sim_exp_tile(int K, const float* A, int lda, const float* bp, float* E, int lde, int cols,
                                 const float* sc, V sh, float* S) {
     V acc[R][NV];
 #pragma GCC unroll 16
