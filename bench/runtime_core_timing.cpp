@@ -5,12 +5,16 @@
 //   cmake -S /tmp/old/cpp -B /tmp/b_old -DCMAKE_BUILD_TYPE=Release && cmake --build /tmp/b_old --target memae_core
 //   g++ -O2 -std=c++17 -I/tmp/old/cpp/include bench/runtime_core_timing.cpp /tmp/b_old/libmemae_core.a -lpthread -o old
 //   ./old BUNDLE_DIR BATCH SECONDS_PER_ROUND [WINDOWS.f32]    (MEMAE_TS_ISA=avx2 forces a kernel table)
-// bench/runtime.py's build_bundle writes the untrained bench bundle, and --trained writes a trained
-// one with its real windows as raw float32 (n, window, sensors) in WINDOWS.f32: with that file the
-// pool cycles those windows instead of Gaussian noise around the scaler's centre (a trained model
-// addresses its memory differently on real data). After the rounds it prints the per-stage
-// medians over 600 one-chunk calls (Outputs::stage_seconds) and how many memory slots survive
-// the shrinkage per latent row (from Outputs::attention).
+// bench/runtime.py's build_bundle writes the untrained bench bundle and trained_bundle the trained
+// one (cached under build/bench-runtime/ by `bench/runtime.py --arch conv-trained`); its real demo
+// windows go to WINDOWS.f32 as raw float32 (n, window, sensors) with, from the repository root:
+//   .venv/bin/python -c "import sys; sys.path.insert(0, 'bench'); from pathlib import Path;
+//     import runtime as r; b = r.trained_bundle(Path('build/bench-runtime'));
+//     r.real_window_pool(b, 64).astype('float32').tofile(b.parent / 'windows.f32'); print(b)"
+// With that file the pool cycles those windows instead of Gaussian noise around the scaler's centre
+// (a trained model addresses its memory differently on real data). After the rounds it prints the
+// per-stage medians over 600 one-chunk calls (Outputs::stage_seconds) and how many memory slots
+// survive the shrinkage per latent row (from Outputs::attention).
 #include <time.h>
 
 #include <algorithm>
