@@ -56,17 +56,12 @@ static inline V epilogue(V v, int act, V slope) {
     return v;
 }
 
-// R rows of A against NV vectors of one packed panel: R x NV accumulators live in registers for
-// all of K. They start at zero, so the k loop touches nothing but A, the panel and registers;
-// the initial value (bias, C itself, or 0) is added once in the epilogue with the activation.
-// NV < NT only for the last, narrow tile (e.g. 8 output channels).
-// PLAIN: no bias, no accumulation, no activation and every column real (the memory similarity,
-// K = 32): the epilogue is the R x NV stores alone, with no run-time test in it; at K = 32 the
-// general epilogue's tests were a fifth of the tile's time.
-template <int R, int NV, bool PLAIN = false>
-static inline void gemm_tile(int K, const float* A, int lda, const float* bp, float* C, int ldc,
-                             const float* bias, int cols, bool accumulate, int act, float slope) {
-    V acc[R][NV];
+// The k loop of a register tile, shared by gemm_tile and sim_exp_tile: acc = A's R rows times
+// the panel's NV vectors over all of K, started from zero. Always inlined, so acc stays in
+// registers in each caller (tests/test_neon_gemm_spills.py checks both callers' loops).
+template <int R, int NV>
+__attribute__((always_inline)) static inline void tile_products(int K, const float* A, int lda, const float* bp,
+                                                               V (&acc)[R][NV]) {
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r)
 #pragma GCC unroll 16
@@ -82,6 +77,20 @@ static inline void gemm_tile(int K, const float* A, int lda, const float* bp, fl
             for (int v = 0; v < NV; ++v) acc[r][v] = I::fma(a, x[v], acc[r][v]);
         }
     }
+}
+
+// R rows of A against NV vectors of one packed panel: R x NV accumulators live in registers for
+// all of K. They start at zero, so the k loop touches nothing but A, the panel and registers;
+// the initial value (bias, C itself, or 0) is added once in the epilogue with the activation.
+// NV < NT only for the last, narrow tile (e.g. 8 output channels).
+// PLAIN: no bias, no accumulation, no activation and every column real (the memory similarity,
+// K = 32): the epilogue is the R x NV stores alone, with no run-time test in it; at K = 32 the
+// general epilogue's tests were a fifth of the tile's time.
+template <int R, int NV, bool PLAIN = false>
+static inline void gemm_tile(int K, const float* A, int lda, const float* bp, float* C, int ldc,
+                             const float* bias, int cols, bool accumulate, int act, float slope) {
+    V acc[R][NV];
+    tile_products<R, NV>(K, A, lda, bp, acc);
     if constexpr (PLAIN) {
 #pragma GCC unroll 16
         for (int r = 0; r < R; ++r)
@@ -338,21 +347,7 @@ template <int R, int NV>
 __attribute__((noinline)) static void sim_exp_tile(int K, const float* A, int lda, const float* bp, float* E, int lde, int cols,
                                 const float* sc, V sh, float* S) {
     V acc[R][NV];
-#pragma GCC unroll 16
-    for (int r = 0; r < R; ++r)
-#pragma GCC unroll 16
-        for (int v = 0; v < NV; ++v) acc[r][v] = I::zero();
-    for (int k = 0; k < K; ++k, bp += kPanel) {
-        V x[NV];
-#pragma GCC unroll 16
-        for (int v = 0; v < NV; ++v) x[v] = I::load(bp + v * W);
-#pragma GCC unroll 16
-        for (int r = 0; r < R; ++r) {
-            const V a = I::set1(A[r * lda + k]);
-#pragma GCC unroll 16
-            for (int v = 0; v < NV; ++v) acc[r][v] = I::fma(a, x[v], acc[r][v]);
-        }
-    }
+    tile_products<R, NV>(K, A, lda, bp, acc);
     if (cols >= NV * W) {
 #pragma GCC unroll 16
         for (int r = 0; r < R; ++r) {
