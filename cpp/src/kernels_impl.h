@@ -230,6 +230,28 @@ static inline unsigned long long hit_bits(const float* x, int nv, V t) {
     return hit;
 }
 
+// The bit-mask walk of select_candidates and select_weights: for each run of up to 64 whole
+// vectors of x, the hit mask of those with a lane above t (hit_bits), then pick(vector, its
+// first index, idx + count, val + count) for just those, in order; pick returns how many it
+// wrote. Leaves i at the first slot of the last n mod W (the callers' tails differ) and returns
+// the count. Always inlined: it takes a vector, and each caller's pick stays in its loop.
+template <class Pick>
+__attribute__((always_inline)) static inline int walk_hits(const float* x, int n, V t, int& i, Pick pick,
+                                                           std::int32_t* idx, float* val) {
+    int count = 0;
+    while (i + W <= n) {
+        const int nv = (n - i) / W < 64 ? (n - i) / W : 64;
+        unsigned long long hit = hit_bits(x + i, nv, t);
+        while (hit) {
+            const int v = __builtin_ctzll(hit);
+            hit &= hit - 1;
+            count += pick(I::load(x + i + v * W), i + v * W, idx + count, val + count);
+        }
+        i += nv * W;
+    }
+    return count;
+}
+
 // Writes, in order, idx/val for the entries of x[0:n] above t (every lane of t equal), and the
 // last n mod W entries whatever their value; returns how many. A trained model keeps ~16 of 1000
 // slots a row, scattered: nearly every block of a few vectors holds one, so a test per block
@@ -243,19 +265,10 @@ static int select_candidates(const float* x, int n, float threshold, std::int32_
     // without vzeroupper (GCC leaves that to its caller), and the SSE code of model.cpp after it
     // then ran with dirty upper halves (measured +2 us a window on the trained model).
     const V t = I::set1(threshold);
-    int count = 0;
     int i = 0;
-    while (i + W <= n) {
-        const int nv = (n - i) / W < 64 ? (n - i) / W : 64;
-        unsigned long long hit = hit_bits(x + i, nv, t);
-        while (hit) {
-            const int v = __builtin_ctzll(hit);
-            hit &= hit - 1;
-            const V e = I::load(x + i + v * W);
-            count += emit(e, I::gt_mask(e, t), i + v * W, idx + count, val + count);
-        }
-        i += nv * W;
-    }
+    int count = walk_hits(x, n, t, i, [&](V e, int at, std::int32_t* ix, float* vx) {
+        return emit(e, I::gt_mask(e, t), at, ix, vx);
+    }, idx, val);
     for (; i < n; ++i) {  // the last n mod W slots: every one is a candidate
         idx[count] = i;
         val[count] = x[i];
@@ -312,19 +325,11 @@ static int select_weights(const float* e, int n, float sum, float thr, std::int3
     const bool all = !(thr >= 0.0f);
     const V t = I::set1(all ? -1.0f : thr * (1.0f - 1.0f / 1024.0f) * sum);
     const V is = I::set1(inv_sum), th = I::set1(thr);
-    int count = 0;
     int i = 0;
-    while (i + W <= n) {
-        const int nv = (n - i) / W < 64 ? (n - i) / W : 64;
-        unsigned long long hit = hit_bits(e + i, nv, t);
-        while (hit) {
-            const int v = __builtin_ctzll(hit);
-            hit &= hit - 1;
-            const V w = I::mul(I::load(e + i + v * W), is);
-            count += emit(w, I::gt_mask(w, th), i + v * W, idx + count, val + count);
-        }
-        i += nv * W;
-    }
+    int count = walk_hits(e, n, t, i, [&](V x, int at, std::int32_t* ix, float* vx) {
+        const V w = I::mul(x, is);
+        return emit(w, I::gt_mask(w, th), at, ix, vx);
+    }, idx, val);
     for (; i < n; ++i) {  // the last n mod W slots, tested one by one
         const float w = e[i] * inv_sum;
         idx[count] = i;

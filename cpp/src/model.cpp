@@ -1054,17 +1054,19 @@ void Model::run_chunks(const float* windows, int batch, const Outputs& out, std:
         // only candidates (a superset: thr * Z less 2^-10 for rounding), and the exact test runs
         // on those few (filter_gt).
         const float thr = M.shrink > 0.0f ? M.shrink : -1.0f;
+        // A latent row's logit scale: 1/T, and for cosine also 1/|z| (mt holds unit memory rows).
+        auto logit_scale = [&](const float* zr) {
+            if (!M.cosine) return 1.0f / M.temperature;
+            const float norm = std::sqrt(k.dot(M.dim, zr, zr));
+            return 1.0f / (std::max(norm, 1e-12f) * M.temperature);
+        };
         float qscale[kQueryBlock], qsum[kQueryBlock];  // per query row of a block (sim_exp)
         const int block = query_block(M, k);
         for (int q0 = 0; q0 < nq; q0 += block) {
             const int qb = std::min(block, nq - q0);
             float* zb = z + static_cast<std::size_t>(q0) * M.dim;
             if (fused) {
-                for (int r = 0; r < qb; ++r) {
-                    const float* zr = zb + static_cast<std::size_t>(r) * M.dim;
-                    const float norm = std::sqrt(k.dot(M.dim, zr, zr));
-                    qscale[r] = 1.0f / (std::max(norm, 1e-12f) * M.temperature);
-                }
+                for (int r = 0; r < qb; ++r) qscale[r] = logit_scale(zb + static_cast<std::size_t>(r) * M.dim);
                 k.sim_exp(qb, M.slots, M.dim, zb, M.dim, M.mt.data(), qscale, 1.0f / M.temperature, s.sims.data(),
                           M.slots, qsum);
             } else {
@@ -1081,12 +1083,7 @@ void Model::run_chunks(const float* windows, int batch, const Outputs& out, std:
                     cnt = k.select_weights(row, M.slots, sum, thr, s.idx.data(), s.val.data());
                     lap(3);
                 } else {
-                    float scale = 1.0f / M.temperature;
-                    if (M.cosine) {
-                        const float norm = std::sqrt(k.dot(M.dim, zr, zr));
-                        scale = 1.0f / (std::max(norm, 1e-12f) * M.temperature);
-                    }
-                    const float mx = k.scale_max(row, M.slots, scale, nullptr);
+                    const float mx = k.scale_max(row, M.slots, logit_scale(zr), nullptr);
                     cnt = k.exp_candidates(row, M.slots, 1.0f, mx, thr, s.idx.data(), s.val.data(), &sum);
                     lap(3);
                     cnt = k.filter_gt(cnt, s.idx.data(), s.val.data(), 1.0f / sum, thr);
