@@ -268,11 +268,17 @@ def test_tls_with_a_private_ca_and_a_password_from_a_credential_file(
     assert_matches_offline(records(got), offline)
     # SIGUSR1: every thread's stack in the log, and the daemon goes on (docs/edge.md).
     daemon.send(signal.SIGUSR1)
+
+    # The dump is written thread by thread, the current (main) thread last: wait for all of it
+    # (CI once read it after the first threads only).
+    def dumped(log: str) -> bool:
+        return "Current thread" in log and "edge/daemon.py" in log and "paho" in log
+
     deadline = time.monotonic() + 10
-    while "most recent call first" not in daemon.logs() and time.monotonic() < deadline:
+    while not dumped(daemon.logs()) and time.monotonic() < deadline:
         time.sleep(0.1)
     dump = daemon.logs()
-    assert "Current thread" in dump and "edge/daemon.py" in dump and "paho" in dump, dump[-3000:]
+    assert dumped(dump), dump[-3000:]
     assert daemon.get("/healthz")[0] == 200
     assert daemon.stop() == 0
 
